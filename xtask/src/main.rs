@@ -1,0 +1,48 @@
+//! `cargo xtask`: Pequod's project chores.
+//!
+//! - `codegen [--check]`: write (or check) the generated CRD YAML in `config/crd/`.
+//! - `testenv build [--full]`: build the test control plane from the official Go modules.
+//! - `testenv up [--full]` / `testenv down`: a control plane in the background for manual use.
+
+mod codegen;
+mod testenv;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Pequod project chores")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the generated files (CRD YAML) from the Rust API types.
+    Codegen {
+        /// Do not write; fail if a committed file differs from what would be generated.
+        #[arg(long)]
+        check: bool,
+    },
+    /// The local Kubernetes control plane used by tests and demos.
+    Testenv {
+        #[command(subcommand)]
+        command: testenv::Command,
+    },
+}
+
+/// The repository root (xtask lives one level below it).
+fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map_or(manifest.clone(), PathBuf::from)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Codegen { check } => codegen::run(&repo_root(), check),
+        Command::Testenv { command } => testenv::run(command),
+    }
+}
