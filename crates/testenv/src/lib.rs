@@ -690,3 +690,38 @@ async fn load_config(path: &Path) -> Result<kube::Config, Error> {
             message: e.to_string(),
         })
 }
+
+/// Server-side applies `crds` and waits until each is Established. Idempotent, so every test
+/// may call it.
+pub async fn install_crds(
+    client: &kube::Client,
+    crds: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition],
+) -> Result<(), kube::Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let params = PatchParams::apply("pequod-testenv").force();
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &params, &Patch::Apply(crd)).await?;
+    }
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let established = kube::runtime::wait::await_condition(
+            api.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        match tokio::time::timeout(Duration::from_secs(60), established).await {
+            Ok(result) => {
+                result.map_err(|e| kube::Error::Service(Box::new(e)))?;
+            }
+            Err(_) => {
+                return Err(kube::Error::Service(
+                    format!("CRD {name} not Established after 60s").into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
