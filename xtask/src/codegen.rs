@@ -35,3 +35,14 @@ pub fn run(root: &Path, check: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The committed CRD YAML matches the Rust types (`cargo xtask codegen --check`).
+    #[test]
+    fn committed_generated_files_are_fresh() {
+        if let Err(e) = super::run(&crate::repo_root(), true) {
+            panic!("{e}");
+        }
+    }
+}

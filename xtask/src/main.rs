@@ -4,6 +4,9 @@
 //! - `testenv build [--full]`: build the test control plane from the official Go modules.
 //! - `testenv up [--full]` / `testenv down`: a control plane in the background for manual use.
 
+// A command-line tool: standard output is its interface.
+#![allow(clippy::print_stdout)]
+
 mod codegen;
 mod testenv;
 

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use pequod_testenv::{Profile, TestEnv, binaries};
 
-#[derive(Subcommand)]
+#[derive(Clone, Copy, Subcommand)]
 pub enum Command {
     /// Build etcd and kube-apiserver (and with --full the controllers and kwok) into the cache.
     Build {
@@ -60,9 +60,9 @@ fn build(profile: Profile) -> anyhow::Result<()> {
             "cached".to_owned()
         };
         eprintln!(
-            "{:<24} {:>6.1} MiB  {state:<18} {}",
+            "{:<24} {:>4} MiB  {state:<18} {}",
             report.component.name(),
-            size as f64 / 1_048_576.0,
+            size / 1_048_576,
             report.path.display()
         );
     }
@@ -124,6 +124,11 @@ fn up(profile: Profile) -> anyhow::Result<()> {
                 started.elapsed()
             );
             println!("export KUBECONFIG={}", path.trim());
+            if let Ok(binaries) = binaries::locate(profile)
+                && let Some(kubectl) = binaries.path(pequod_testenv::Component::Kubectl)
+            {
+                println!("alias kubectl={}", kubectl.display());
+            }
             println!("stop it with: cargo xtask testenv down");
             return Ok(());
         }

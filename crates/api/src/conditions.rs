@@ -80,7 +80,7 @@ pub fn set(
     if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == condition_type) {
         let before = existing.clone();
         if existing.status != status {
-            existing.status = status.to_owned();
+            status.clone_into(&mut existing.status);
             existing.last_transition_time = now.clone();
         }
         reason.clone_into(&mut existing.reason);

@@ -42,3 +42,52 @@ pub fn render() -> Result<Vec<GeneratedFile>, RenderError> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Walks a schema and collects the paths of properties without a description.
+    fn undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            for (name, property) in properties {
+                let here = format!("{path}.{name}");
+                if property
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    out.push(here.clone());
+                }
+                undocumented(property, &here, out);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            undocumented(items, &format!("{path}[]"), out);
+        }
+    }
+
+    #[test]
+    fn every_field_has_a_description_for_kubectl_explain() {
+        for crd in super::all() {
+            let version = &crd.spec.versions[0];
+            let schema = serde_json::to_value(
+                version
+                    .schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref())
+                    .expect("schema"),
+            )
+            .expect("schema JSON");
+            let mut missing = Vec::new();
+            for top in ["spec", "status"] {
+                undocumented(&schema["properties"][top], top, &mut missing);
+            }
+            assert!(
+                missing.is_empty(),
+                "{}: fields without description: {missing:?}",
+                crd.spec.names.kind
+            );
+        }
+    }
+}

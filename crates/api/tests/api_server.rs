@@ -13,8 +13,10 @@ use serde_json::json;
 
 async fn setup(prefix: &str) -> (&'static TestEnv, Client, String) {
     let env = shared(Profile::Minimal);
-    let client = env.client().await;
-    pequod_testenv::install_crds(&client, &pequod_api::crd::all()).await.expect("CRDs install");
+    let client = env.client();
+    pequod_testenv::install_crds(&client, &pequod_api::crd::all())
+        .await
+        .expect("CRDs install");
     let ns = env.create_namespace(&client, prefix).await;
     (env, client, ns)
 }
@@ -66,7 +68,10 @@ fn graph(name: &str) -> ResourceGraph {
             },
             revision: 1,
             render_hash: "sha256:abc".into(),
-            module: GraphModule { reference: "webservice".into(), digest: "sha256:def".into() },
+            module: GraphModule {
+                reference: "webservice".into(),
+                digest: "sha256:def".into(),
+            },
             service_account_name: None,
             drift_policy: pequod_api::DriftPolicy::Correct,
             nodes: vec![node("config", &[]), node("app", &["config"])],
@@ -75,28 +80,48 @@ fn graph(name: &str) -> ResourceGraph {
 }
 
 /// Creates an arbitrary JSON object through the dynamic API, returning the server's error text.
-async fn create_raw(client: &Client, ns: &str, kind: &str, body: serde_json::Value) -> Result<(), String> {
+async fn create_raw(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    body: serde_json::Value,
+) -> Result<(), String> {
     let gvk = GroupVersionKind::gvk("platform.pequod.io", "v1alpha1", kind);
-    let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
+    let api =
+        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ApiResource::from_gvk(&gvk));
     let object: DynamicObject = serde_json::from_value(body).expect("valid DynamicObject JSON");
-    api.create(&PostParams::default(), &object).await.map(|_| ()).map_err(|e| e.to_string())
+    api.create(&PostParams::default(), &object)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test]
 async fn crds_become_established_with_their_names() {
     let (_env, client, _ns) = setup("established").await;
     let crds = Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(client);
-    for name in ["transforms.platform.pequod.io", "resourcegraphs.platform.pequod.io"] {
+    for name in [
+        "transforms.platform.pequod.io",
+        "resourcegraphs.platform.pequod.io",
+    ] {
         let crd = crds.get(name).await.expect("CRD exists");
         let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
         assert!(
-            conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"),
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True"),
             "{name} is not Established: {conditions:?}"
         );
     }
-    let tf = crds.get("transforms.platform.pequod.io").await.expect("CRD");
+    let tf = crds
+        .get("transforms.platform.pequod.io")
+        .await
+        .expect("CRD");
     assert_eq!(tf.spec.names.short_names, Some(vec!["tf".to_owned()]));
-    let rg = crds.get("resourcegraphs.platform.pequod.io").await.expect("CRD");
+    let rg = crds
+        .get("resourcegraphs.platform.pequod.io")
+        .await
+        .expect("CRD");
     assert_eq!(rg.spec.names.short_names, Some(vec!["rg".to_owned()]));
 }
 
@@ -105,22 +130,34 @@ async fn valid_objects_round_trip_through_typed_clients() {
     let (_env, client, ns) = setup("roundtrip").await;
     let transforms = Api::<Transform>::namespaced(client.clone(), &ns);
     let sent = transform("web");
-    let created = transforms.create(&PostParams::default(), &sent).await.expect("Transform accepted");
+    let created = transforms
+        .create(&PostParams::default(), &sent)
+        .await
+        .expect("Transform accepted");
     assert_eq!(created.spec, sent.spec);
     let read = transforms.get("web").await.expect("Transform read back");
     assert_eq!(read.spec, sent.spec);
     assert_eq!(
-        read.spec.input.as_ref().and_then(|i| i.pointer("/extra/kept")),
+        read.spec
+            .input
+            .as_ref()
+            .and_then(|i| i.pointer("/extra/kept")),
         Some(&json!(true)),
         "unknown input fields are preserved"
     );
 
     let graphs = Api::<ResourceGraph>::namespaced(client, &ns);
     let sent = graph("web");
-    graphs.create(&PostParams::default(), &sent).await.expect("ResourceGraph accepted");
+    graphs
+        .create(&PostParams::default(), &sent)
+        .await
+        .expect("ResourceGraph accepted");
     let read = graphs.get("web").await.expect("ResourceGraph read back");
     assert_eq!(read.spec, sent.spec);
-    assert_eq!(read.spec.nodes[0].object["data"]["k"], "v", "embedded object kept whole");
+    assert_eq!(
+        read.spec.nodes[0].object["data"]["k"], "v",
+        "embedded object kept whole"
+    );
 }
 
 #[tokio::test]
@@ -135,7 +172,11 @@ async fn invalid_transforms_are_rejected_with_the_validation_message() {
         })
     };
     let cases = [
-        ("missing cueRef", json!({"input": {}}), "spec.cueRef: Required value"),
+        (
+            "missing cueRef",
+            json!({"input": {}}),
+            "spec.cueRef: Required value",
+        ),
         (
             "unknown source type",
             json!({"cueRef": {"type": "s3", "ref": "x"}}),
@@ -166,12 +207,20 @@ async fn invalid_transforms_are_rejected_with_the_validation_message() {
         let err = create_raw(&client, &ns, "Transform", base(spec))
             .await
             .expect_err(&format!("{case}: must be rejected"));
-        assert!(err.contains(expected), "{case}: expected {expected:?} in {err}");
+        assert!(
+            err.contains(expected),
+            "{case}: expected {expected:?} in {err}"
+        );
     }
     // The same body with a valid ref is accepted, so the cases above failed for their reason.
-    create_raw(&client, &ns, "Transform", base(json!({"cueRef": {"type": "oci", "ref": "r/m", "version": "^1"}})))
-        .await
-        .expect("valid oci Transform with a version");
+    create_raw(
+        &client,
+        &ns,
+        "Transform",
+        base(json!({"cueRef": {"type": "oci", "ref": "r/m", "version": "^1"}})),
+    )
+    .await
+    .expect("valid oci Transform with a version");
 }
 
 #[tokio::test]
@@ -182,7 +231,8 @@ async fn invalid_graphs_are_rejected_with_the_validation_message() {
         body["spec"]["nodes"] = nodes;
         body
     };
-    let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    let cm =
+        |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
     let cases = [
         (
             "duplicate node ids",
@@ -209,7 +259,10 @@ async fn invalid_graphs_are_rejected_with_the_validation_message() {
         let err = create_raw(&client, &ns, "ResourceGraph", with_nodes(nodes))
             .await
             .expect_err(&format!("{case}: must be rejected"));
-        assert!(err.contains(expected), "{case}: expected {expected:?} in {err}");
+        assert!(
+            err.contains(expected),
+            "{case}: expected {expected:?} in {err}"
+        );
     }
 }
 
@@ -218,9 +271,19 @@ async fn status_is_written_only_through_the_status_subresource() {
     let (_env, client, ns) = setup("status").await;
     let transforms = Api::<Transform>::namespaced(client, &ns);
     let mut sent = transform("web");
-    sent.status = Some(TransformStatus { render_hash: Some("smuggled".into()), ..TransformStatus::default() });
-    let created = transforms.create(&PostParams::default(), &sent).await.expect("created");
-    assert_eq!(created.status.and_then(|s| s.render_hash), None, "status ignored on create");
+    sent.status = Some(TransformStatus {
+        render_hash: Some("smuggled".into()),
+        ..TransformStatus::default()
+    });
+    let created = transforms
+        .create(&PostParams::default(), &sent)
+        .await
+        .expect("created");
+    assert_eq!(
+        created.status.and_then(|s| s.render_hash),
+        None,
+        "status ignored on create"
+    );
 
     let params = PatchParams::apply("status-test");
     let patch = json!({
@@ -230,8 +293,15 @@ async fn status_is_written_only_through_the_status_subresource() {
         "spec": serde_json::to_value(&sent.spec).expect("spec JSON"),
         "status": {"renderHash": "through-main-resource"},
     });
-    let after = transforms.patch("web", &params, &Patch::Apply(&patch)).await.expect("apply on main resource");
-    assert_eq!(after.status.and_then(|s| s.render_hash), None, "status ignored on the main resource");
+    let after = transforms
+        .patch("web", &params, &Patch::Apply(&patch))
+        .await
+        .expect("apply on main resource");
+    assert_eq!(
+        after.status.and_then(|s| s.render_hash),
+        None,
+        "status ignored on the main resource"
+    );
 
     let status = json!({
         "apiVersion": "platform.pequod.io/v1alpha1",
@@ -239,7 +309,11 @@ async fn status_is_written_only_through_the_status_subresource() {
         "status": {"renderHash": "sha256:good", "readyNodes": "0/2"},
     });
     let after = transforms
-        .patch_status("web", &PatchParams::apply("status-test"), &Patch::Apply(&status))
+        .patch_status(
+            "web",
+            &PatchParams::apply("status-test"),
+            &Patch::Apply(&status),
+        )
         .await
         .expect("status subresource accepts status");
     let status = after.status.expect("status written");
@@ -251,21 +325,30 @@ async fn status_is_written_only_through_the_status_subresource() {
 async fn printer_columns_come_back_from_the_table_api() {
     let (_env, client, ns) = setup("table").await;
     let transforms = Api::<Transform>::namespaced(client.clone(), &ns);
-    transforms.create(&PostParams::default(), &transform("web")).await.expect("created");
+    transforms
+        .create(&PostParams::default(), &transform("web"))
+        .await
+        .expect("created");
     let status = json!({
         "apiVersion": "platform.pequod.io/v1alpha1",
         "kind": "Transform",
         "status": {"readyNodes": "1/2", "resolvedCueRef": {"url": "embedded://webservice", "version": "1.0.0", "digest": "sha256:x", "fetchedAt": "2026-01-01T00:00:00Z"}},
     });
     transforms
-        .patch_status("web", &PatchParams::apply("table-test"), &Patch::Apply(&status))
+        .patch_status(
+            "web",
+            &PatchParams::apply("table-test"),
+            &Patch::Apply(&status),
+        )
         .await
         .expect("status");
 
-    let request = http::Request::get(format!("/apis/platform.pequod.io/v1alpha1/namespaces/{ns}/transforms"))
-        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-        .body(Vec::new())
-        .expect("request");
+    let request = http::Request::get(format!(
+        "/apis/platform.pequod.io/v1alpha1/namespaces/{ns}/transforms"
+    ))
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .expect("request");
     let table: serde_json::Value = client.request(request).await.expect("Table API answers");
     let columns: Vec<&str> = table["columnDefinitions"]
         .as_array()
@@ -273,17 +356,24 @@ async fn printer_columns_come_back_from_the_table_api() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(columns, ["Name", "Module", "Version", "Ready", "Nodes", "Age", "Status"]);
+    assert_eq!(
+        columns,
+        [
+            "Name", "Module", "Version", "Ready", "Nodes", "Age", "Status"
+        ]
+    );
     let cells = &table["rows"][0]["cells"];
     assert_eq!(cells[0], "web");
     assert_eq!(cells[1], "webservice");
     assert_eq!(cells[2], "1.0.0");
     assert_eq!(cells[4], "1/2");
 
-    let request = http::Request::get(format!("/apis/platform.pequod.io/v1alpha1/namespaces/{ns}/resourcegraphs"))
-        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-        .body(Vec::new())
-        .expect("request");
+    let request = http::Request::get(format!(
+        "/apis/platform.pequod.io/v1alpha1/namespaces/{ns}/resourcegraphs"
+    ))
+    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+    .body(Vec::new())
+    .expect("request");
     let table: serde_json::Value = client.request(request).await.expect("Table API answers");
     let columns: Vec<&str> = table["columnDefinitions"]
         .as_array()
@@ -304,11 +394,22 @@ async fn openapi_publishes_field_descriptions_for_kubectl_explain() {
     let schema = &doc["components"]["schemas"]["io.pequod.platform.v1alpha1.Transform"];
     let cue_ref = &schema["properties"]["spec"]["properties"]["cueRef"];
     let text = cue_ref["description"].as_str().unwrap_or_default();
-    assert!(text.contains("Where the CUE module comes from"), "cueRef description: {text:?}");
-    let ref_text = cue_ref["properties"]["ref"]["description"].as_str().unwrap_or_default();
-    assert!(ref_text.contains("module reference"), "cueRef.ref description: {ref_text:?}");
     assert!(
-        schema["description"].as_str().unwrap_or_default().starts_with("A Transform renders"),
+        text.contains("Where the CUE module comes from"),
+        "cueRef description: {text:?}"
+    );
+    let ref_text = cue_ref["properties"]["ref"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        ref_text.contains("module reference"),
+        "cueRef.ref description: {ref_text:?}"
+    );
+    assert!(
+        schema["description"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("A Transform renders"),
         "kind description: {}",
         schema["description"]
     );

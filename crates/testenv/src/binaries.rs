@@ -6,6 +6,7 @@
 //! module keyed by its version and a hash of its `go.mod`, `go.sum`, the Go version and the build
 //! flags, so a changed pin builds anew and an unchanged one is never rebuilt.
 
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,16 +58,23 @@ pub enum Component {
     KubeScheduler,
     /// kwok, fake nodes that run pods without containers (full profile).
     Kwok,
+    /// kubectl, built beside the servers for manual use, e2e tests and the tested docs.
+    Kubectl,
 }
 
 impl Component {
-    /// Every component of a profile, in start order.
+    /// Every binary of a profile: the servers in start order, then kubectl.
     pub fn of(profile: Profile) -> &'static [Component] {
         match profile {
-            Profile::Minimal => &[Component::Etcd, Component::KubeApiserver],
+            Profile::Minimal => &[
+                Component::Etcd,
+                Component::KubeApiserver,
+                Component::Kubectl,
+            ],
             Profile::Full => &[
                 Component::Etcd,
                 Component::KubeApiserver,
+                Component::Kubectl,
                 Component::KubeControllerManager,
                 Component::KubeScheduler,
                 Component::Kwok,
@@ -82,6 +90,7 @@ impl Component {
             Component::KubeControllerManager => "kube-controller-manager",
             Component::KubeScheduler => "kube-scheduler",
             Component::Kwok => "kwok",
+            Component::Kubectl => "kubectl",
         }
     }
 
@@ -90,7 +99,8 @@ impl Component {
             Component::Etcd => Wrapper::Etcd,
             Component::KubeApiserver
             | Component::KubeControllerManager
-            | Component::KubeScheduler => Wrapper::Kube,
+            | Component::KubeScheduler
+            | Component::Kubectl => Wrapper::Kube,
             Component::Kwok => Wrapper::Kwok,
         }
     }
@@ -103,6 +113,7 @@ impl Component {
             Component::KubeControllerManager => "k8s.io/kubernetes/cmd/kube-controller-manager",
             Component::KubeScheduler => "k8s.io/kubernetes/cmd/kube-scheduler",
             Component::Kwok => "sigs.k8s.io/kwok/cmd/kwok",
+            Component::Kubectl => "k8s.io/kubernetes/cmd/kubectl",
         }
     }
 }
@@ -186,7 +197,7 @@ fn wrapper_cache_dir(wrapper: Wrapper, go_version: &str) -> Result<PathBuf, Erro
     hasher.update(go_version.as_bytes());
     hasher.update(KUBE_TAGS.as_bytes());
     let hash = hasher.finalize();
-    let short: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let short = crate::hex(&hash[..6]);
     let version = pinned_version(wrapper)?;
     Ok(cache_root()
         .join("testenv")
@@ -271,7 +282,7 @@ pub fn ensure(profile: Profile, log: &mut dyn std::io::Write) -> Result<Vec<Buil
                 component,
                 path,
                 built: false,
-                duration: Default::default(),
+                duration: std::time::Duration::ZERO,
             });
             continue;
         }
@@ -324,7 +335,7 @@ fn build_one(component: Component, out: &Path) -> Result<(), Error> {
                 "k8s.io/client-go/pkg/version",
                 "k8s.io/component-base/version",
             ] {
-                ldflags.push_str(&format!(" -X {pkg}.{key}={value}"));
+                let _ = write!(ldflags, " -X {pkg}.{key}={value}");
             }
         }
     }

@@ -26,6 +26,7 @@ pub struct CertFiles {
     pub sa_pub: PathBuf,
 }
 
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(cert_error)`
 fn cert_error(e: rcgen::Error) -> Error {
     Error::Certs(e.to_string())
 }

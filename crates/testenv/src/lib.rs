@@ -6,7 +6,7 @@
 //! ```no_run
 //! # async fn demo() {
 //! let env = pequod_testenv::shared(pequod_testenv::Profile::Minimal);
-//! let client = env.client().await;
+//! let client = env.client();
 //! let ns = env.create_namespace(&client, "my-test").await;
 //! # }
 //! ```
@@ -120,6 +120,7 @@ pub struct TestEnv {
     kubeconfig: PathBuf,
     dir: PathBuf,
     startup: Duration,
+    binaries: Binaries,
     // Stopped in reverse start order by `Drop`; the janitor goes last.
     components: Vec<Supervised>,
     janitor: Option<Janitor>,
@@ -217,13 +218,18 @@ impl TestEnv {
         self.startup
     }
 
+    /// The kubectl built with the control plane.
+    pub fn kubectl(&self) -> Option<&Path> {
+        self.binaries.path(Component::Kubectl)
+    }
+
     /// Client configuration for the admin user.
     pub fn config(&self) -> kube::Config {
         self.config.clone()
     }
 
     /// A new admin client bound to the calling tokio runtime (each `#[tokio::test]` has its own).
-    pub async fn client(&self) -> kube::Client {
+    pub fn client(&self) -> kube::Client {
         kube::Client::try_from(self.config.clone()).expect("a client from the test kubeconfig")
     }
 
@@ -251,6 +257,17 @@ impl TestEnv {
             .find(|c| c.name == component.name())
             .map(|c| c.log.as_path())
     }
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// A DNS-label name unique in this process and very likely across processes.
@@ -291,262 +308,258 @@ async fn start_with(profile: Profile, binaries: &Binaries) -> Result<TestEnv, Er
     let janitor = Janitor::watch(&dir)?;
     let mut env = TestEnv {
         profile,
-        config: kube::Config::new(
-            "https://127.0.0.1"
-                .parse()
-                .map_err(|e| Error::Build(format!("{e}")))?,
-        ),
+        // Replaced by the generated kubeconfig once the API server port is known.
+        config: kube::Config::new(http::Uri::from_static("https://127.0.0.1")),
         kubeconfig: dir.join("kubeconfig"),
         dir: dir.clone(),
         startup: Duration::ZERO,
+        binaries: binaries.clone(),
         components: Vec::new(),
         janitor: Some(janitor),
     };
     let certs = certs::generate(&dir)?;
-    let bin = |c: Component| {
-        binaries
-            .path(c)
-            .map(Path::to_path_buf)
-            .ok_or(Error::MissingBinary {
-                component: c.name(),
-                path: PathBuf::new(),
-            })
-    };
-
-    // etcd
-    let etcd_port = free_port()?;
-    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-    let etcd_args = vec![
-        format!("--data-dir={}", dir.join("etcd").display()),
-        format!("--listen-client-urls={etcd_url}"),
-        format!("--advertise-client-urls={etcd_url}"),
-        format!("--listen-peer-urls=http://127.0.0.1:{}", free_port()?),
-        "--unsafe-no-fsync=true".into(),
-        "--log-level=warn".into(),
-    ];
-    env.spawn(Component::Etcd, &bin(Component::Etcd)?, &etcd_args)?;
-    env.wait(Component::Etcd, "GET /health", ETCD_TIMEOUT, || async {
-        http_get_ok(etcd_port, "/health").await
-    })
-    .await?;
-
-    // kube-apiserver
-    let port = free_port()?;
-    let token = random_token()?;
-    let tokens = dir.join("tokens.csv");
-    certs::write(
-        &tokens,
-        &format!("{token},pequod-admin,pequod-admin,\"system:masters\"\n"),
-    )?;
-    let apiserver_args = vec![
-        format!("--etcd-servers={etcd_url}"),
-        format!("--cert-dir={}", dir.join("apiserver-certs").display()),
-        format!("--tls-cert-file={}", certs.serving_cert.display()),
-        format!("--tls-private-key-file={}", certs.serving_key.display()),
-        format!("--client-ca-file={}", certs.ca_cert.display()),
-        format!("--secure-port={port}"),
-        "--bind-address=127.0.0.1".into(),
-        "--advertise-address=127.0.0.1".into(),
-        // 1.37 refuses a loopback address in the `kubernetes` Service endpoints; nothing here
-        // reaches the API server through that Service.
-        "--endpoint-reconciler-type=none".into(),
-        "--service-cluster-ip-range=10.0.0.0/24".into(),
-        "--allow-privileged=true".into(),
-        "--authorization-mode=RBAC".into(),
-        format!("--token-auth-file={}", tokens.display()),
-        format!("--service-account-issuer=https://127.0.0.1:{port}"),
-        format!("--service-account-key-file={}", certs.sa_pub.display()),
-        format!(
-            "--service-account-signing-key-file={}",
-            certs.sa_key.display()
-        ),
-        "--v=1".into(),
-    ];
-    env.spawn(
-        Component::KubeApiserver,
-        &bin(Component::KubeApiserver)?,
-        &apiserver_args,
-    )?;
-
-    let kubeconfig_text = kubeconfig_yaml(port, &certs.ca_cert, &token);
-    certs::write(&env.kubeconfig, &kubeconfig_text)?;
-    env.config = load_config(&env.kubeconfig).await?;
-    let client = kube::Client::try_from(env.config.clone()).map_err(|e| Error::Kubeconfig {
-        path: env.kubeconfig.clone(),
-        message: e.to_string(),
-    })?;
-    env.wait(
-        Component::KubeApiserver,
-        "GET /readyz",
-        APISERVER_TIMEOUT,
-        || {
-            let client = client.clone();
-            async move {
-                let request = http_request("/readyz");
-                client
-                    .request_text(request)
-                    .await
-                    .is_ok_and(|body| body.trim() == "ok")
-            }
-        },
-    )
-    .await?;
-
+    let etcd_url = env.start_etcd().await?;
+    let client = env.start_apiserver(&etcd_url, &certs).await?;
     if profile == Profile::Full {
-        start_controllers(&mut env, binaries, &certs, &client).await?;
+        env.start_controllers(&certs, &client).await?;
+        env.start_fake_node(&client).await?;
     }
     env.startup = started.elapsed();
     Ok(env)
 }
 
-async fn start_controllers(
-    env: &mut TestEnv,
-    binaries: &Binaries,
-    certs: &certs::CertFiles,
-    client: &kube::Client,
-) -> Result<(), Error> {
-    let kubeconfig = env.kubeconfig.display().to_string();
-    let dir = env.dir.clone();
-    let bin = |c: Component| {
-        binaries
-            .path(c)
+impl TestEnv {
+    fn binary(&self, component: Component) -> Result<PathBuf, Error> {
+        self.binaries
+            .path(component)
             .map(Path::to_path_buf)
             .ok_or(Error::MissingBinary {
-                component: c.name(),
+                component: component.name(),
                 path: PathBuf::new(),
             })
-    };
-    let common = |port: u16, certs_dir: &str| {
-        vec![
-            format!("--kubeconfig={kubeconfig}"),
-            format!("--authentication-kubeconfig={kubeconfig}"),
-            format!("--authorization-kubeconfig={kubeconfig}"),
-            "--bind-address=127.0.0.1".to_owned(),
-            format!("--secure-port={port}"),
-            format!("--cert-dir={}", dir.join(certs_dir).display()),
-            "--leader-elect=false".to_owned(),
-        ]
-    };
-    let kcm_port = free_port()?;
-    let mut kcm_args = common(kcm_port, "kcm-certs");
-    kcm_args.extend([
-        format!(
-            "--service-account-private-key-file={}",
-            certs.sa_key.display()
-        ),
-        format!("--root-ca-file={}", certs.ca_cert.display()),
-        "--use-service-account-credentials=false".to_owned(),
-        "--cluster-name=pequod-testenv".to_owned(),
-        // Fake nodes come and go with the control plane; no need to wait long on them.
-        "--node-monitor-grace-period=40s".to_owned(),
-    ]);
-    env.spawn(
-        Component::KubeControllerManager,
-        &bin(Component::KubeControllerManager)?,
-        &kcm_args,
-    )?;
-    let scheduler_port = free_port()?;
-    let scheduler_args = common(scheduler_port, "scheduler-certs");
-    env.spawn(
-        Component::KubeScheduler,
-        &bin(Component::KubeScheduler)?,
-        &scheduler_args,
-    )?;
-    let kwok = bin(Component::Kwok)?;
-    let kwok_args = vec![
-        format!("--kubeconfig={kubeconfig}"),
-        format!("--config={}", binaries::kwok_stages_path(&kwok).display()),
-        "--node-lease-duration-seconds=40".to_owned(),
-        "--manage-all-nodes=false".to_owned(),
-        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".to_owned(),
-        "--node-ip=10.0.1.1".to_owned(),
-        "--cidr=10.0.2.0/24".to_owned(),
-        format!("--server-address=127.0.0.1:{}", free_port()?),
-    ];
-    env.spawn(Component::Kwok, &kwok, &kwok_args)?;
-
-    let config = env.config.clone();
-    env.wait(
-        Component::KubeControllerManager,
-        "GET /healthz",
-        CONTROLLERS_TIMEOUT,
-        || healthz(&config, kcm_port),
-    )
-    .await?;
-    // The ServiceAccount controller creating `default/default` shows the controllers run.
-    env.wait(
-        Component::KubeControllerManager,
-        "ServiceAccount default/default created",
-        CONTROLLERS_TIMEOUT,
-        || {
-            let api = Api::<ServiceAccount>::namespaced(client.clone(), "default");
-            async move { api.get_opt("default").await.is_ok_and(|sa| sa.is_some()) }
-        },
-    )
-    .await?;
-
-    let node: Node = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": FAKE_NODE,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": FAKE_NODE, "kubernetes.io/os": "linux", "type": "kwok"},
-        },
-        "status": {
-            "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
-            "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"},
-        },
-    }))
-    .map_err(|e| Error::Build(format!("fake node manifest: {e}")))?;
-    let nodes = Api::<Node>::all(client.clone());
-    if let Err(e) = nodes.create(&PostParams::default(), &node).await {
-        return Err(Error::Build(format!(
-            "creating the fake node {FAKE_NODE}: {e}"
-        )));
     }
-    env.wait(
-        Component::Kwok,
-        "fake node Ready",
-        CONTROLLERS_TIMEOUT,
-        || {
-            let nodes = nodes.clone();
-            async move {
-                nodes
-                    .get_opt(FAKE_NODE)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|n| {
-                        n.status
-                            .and_then(|s| s.conditions)
-                            .unwrap_or_default()
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
-            }
-        },
-    )
-    .await?;
-    let config = env.config.clone();
-    env.wait(
-        Component::KubeScheduler,
-        "GET /healthz",
-        CONTROLLERS_TIMEOUT,
-        || healthz(&config, scheduler_port),
-    )
-    .await
+
+    /// Starts etcd and returns its client URL.
+    async fn start_etcd(&mut self) -> Result<String, Error> {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let args = vec![
+            format!("--data-dir={}", self.dir.join("etcd").display()),
+            format!("--listen-client-urls={url}"),
+            format!("--advertise-client-urls={url}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{}", free_port()?),
+            "--unsafe-no-fsync=true".into(),
+            "--log-level=warn".into(),
+        ];
+        self.spawn(Component::Etcd, &args)?;
+        self.wait(Component::Etcd, "GET /health", ETCD_TIMEOUT, || {
+            http_get_ok(port, "/health")
+        })
+        .await?;
+        Ok(url)
+    }
+
+    /// Starts kube-apiserver, writes the admin kubeconfig and returns a client once `/readyz`
+    /// answers `ok`.
+    async fn start_apiserver(
+        &mut self,
+        etcd_url: &str,
+        certs: &certs::CertFiles,
+    ) -> Result<kube::Client, Error> {
+        let port = free_port()?;
+        let token = random_token()?;
+        let tokens = self.dir.join("tokens.csv");
+        certs::write(
+            &tokens,
+            &format!("{token},pequod-admin,pequod-admin,\"system:masters\"\n"),
+        )?;
+        let args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--cert-dir={}", self.dir.join("apiserver-certs").display()),
+            format!("--tls-cert-file={}", certs.serving_cert.display()),
+            format!("--tls-private-key-file={}", certs.serving_key.display()),
+            format!("--client-ca-file={}", certs.ca_cert.display()),
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            // 1.37 refuses a loopback address in the `kubernetes` Service endpoints; nothing
+            // here reaches the API server through that Service.
+            "--endpoint-reconciler-type=none".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--allow-privileged=true".into(),
+            "--authorization-mode=RBAC".into(),
+            format!("--token-auth-file={}", tokens.display()),
+            format!("--service-account-issuer=https://127.0.0.1:{port}"),
+            format!("--service-account-key-file={}", certs.sa_pub.display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                certs.sa_key.display()
+            ),
+            "--v=1".into(),
+        ];
+        self.spawn(Component::KubeApiserver, &args)?;
+
+        certs::write(
+            &self.kubeconfig,
+            &kubeconfig_yaml(port, &certs.ca_cert, &token),
+        )?;
+        self.config = load_config(&self.kubeconfig).await?;
+        let client =
+            kube::Client::try_from(self.config.clone()).map_err(|e| Error::Kubeconfig {
+                path: self.kubeconfig.clone(),
+                message: e.to_string(),
+            })?;
+        self.wait(
+            Component::KubeApiserver,
+            "GET /readyz",
+            APISERVER_TIMEOUT,
+            || {
+                let client = client.clone();
+                async move {
+                    let request = http_request("/readyz");
+                    client
+                        .request_text(request)
+                        .await
+                        .is_ok_and(|body| body.trim() == "ok")
+                }
+            },
+        )
+        .await?;
+        Ok(client)
+    }
+
+    /// Starts kube-controller-manager, kube-scheduler and kwok, and waits until the first two
+    /// serve `/healthz` and the controllers have created `default/default` ServiceAccount.
+    async fn start_controllers(
+        &mut self,
+        certs: &certs::CertFiles,
+        client: &kube::Client,
+    ) -> Result<(), Error> {
+        let kubeconfig = self.kubeconfig.display().to_string();
+        let dir = self.dir.clone();
+        let common = |port: u16, certs_dir: &str| {
+            vec![
+                format!("--kubeconfig={kubeconfig}"),
+                format!("--authentication-kubeconfig={kubeconfig}"),
+                format!("--authorization-kubeconfig={kubeconfig}"),
+                "--bind-address=127.0.0.1".to_owned(),
+                format!("--secure-port={port}"),
+                format!("--cert-dir={}", dir.join(certs_dir).display()),
+                "--leader-elect=false".to_owned(),
+            ]
+        };
+        let kcm_port = free_port()?;
+        let mut kcm_args = common(kcm_port, "kcm-certs");
+        kcm_args.extend([
+            format!(
+                "--service-account-private-key-file={}",
+                certs.sa_key.display()
+            ),
+            format!("--root-ca-file={}", certs.ca_cert.display()),
+            "--use-service-account-credentials=false".to_owned(),
+            "--cluster-name=pequod-testenv".to_owned(),
+        ]);
+        self.spawn(Component::KubeControllerManager, &kcm_args)?;
+        let scheduler_port = free_port()?;
+        self.spawn(
+            Component::KubeScheduler,
+            &common(scheduler_port, "scheduler-certs"),
+        )?;
+        let kwok = self.binary(Component::Kwok)?;
+        let kwok_args = vec![
+            format!("--kubeconfig={kubeconfig}"),
+            format!("--config={}", binaries::kwok_stages_path(&kwok).display()),
+            "--node-lease-duration-seconds=40".to_owned(),
+            "--manage-all-nodes=false".to_owned(),
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".to_owned(),
+            "--node-ip=10.0.1.1".to_owned(),
+            "--cidr=10.0.2.0/24".to_owned(),
+            format!("--server-address=127.0.0.1:{}", free_port()?),
+        ];
+        self.spawn(Component::Kwok, &kwok_args)?;
+
+        let config = self.config.clone();
+        for (component, port) in [
+            (Component::KubeControllerManager, kcm_port),
+            (Component::KubeScheduler, scheduler_port),
+        ] {
+            self.wait(component, "GET /healthz", CONTROLLERS_TIMEOUT, || {
+                healthz(&config, port)
+            })
+            .await?;
+        }
+        // The ServiceAccount controller creating `default/default` shows the controllers run.
+        let accounts = Api::<ServiceAccount>::namespaced(client.clone(), "default");
+        self.wait(
+            Component::KubeControllerManager,
+            "ServiceAccount default/default created",
+            CONTROLLERS_TIMEOUT,
+            || {
+                let accounts = accounts.clone();
+                async move {
+                    accounts
+                        .get_opt("default")
+                        .await
+                        .is_ok_and(|sa| sa.is_some())
+                }
+            },
+        )
+        .await
+    }
+
+    /// Registers the kwok fake node and waits until kwok reports it Ready.
+    async fn start_fake_node(&mut self, client: &kube::Client) -> Result<(), Error> {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": FAKE_NODE,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {"kubernetes.io/hostname": FAKE_NODE, "kubernetes.io/os": "linux", "type": "kwok"},
+            },
+            "status": {
+                "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+                "capacity": {"cpu": "64", "memory": "256Gi", "pods": "500"},
+            },
+        }))
+        .map_err(|e| Error::Build(format!("fake node manifest: {e}")))?;
+        let nodes = Api::<Node>::all(client.clone());
+        if let Err(e) = nodes.create(&PostParams::default(), &node).await {
+            return Err(Error::Build(format!(
+                "creating the fake node {FAKE_NODE}: {e}"
+            )));
+        }
+        self.wait(
+            Component::Kwok,
+            "fake node Ready",
+            CONTROLLERS_TIMEOUT,
+            || {
+                let nodes = nodes.clone();
+                async move {
+                    nodes
+                        .get_opt(FAKE_NODE)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|n| {
+                            n.status
+                                .and_then(|s| s.conditions)
+                                .unwrap_or_default()
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                }
+            },
+        )
+        .await
+    }
 }
 
 impl TestEnv {
-    fn spawn(
-        &mut self,
-        component: Component,
-        program: &Path,
-        args: &[String],
-    ) -> Result<(), Error> {
+    fn spawn(&mut self, component: Component, args: &[String]) -> Result<(), Error> {
+        let program = self.binary(component)?;
         let log = self.dir.join(format!("{}.log", component.name()));
-        let mut child = Supervised::spawn(component.name(), program, args, log)?;
+        let mut child = Supervised::spawn(component.name(), &program, args, log)?;
         if let Some(status) = child.exited() {
             return Err(Error::Exited {
                 component: component.name().into(),
@@ -632,7 +645,7 @@ fn random_token() -> Result<String, Error> {
             context: "reading /dev/urandom".into(),
             source,
         })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&bytes))
 }
 
 /// GET /healthz of a component serving HTTPS with a self-signed certificate on `port`.

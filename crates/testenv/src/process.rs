@@ -198,3 +198,25 @@ pub fn free_port() -> Result<u16, Error> {
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tail;
+
+    #[test]
+    fn tail_keeps_early_errors_and_the_last_lines() {
+        let dir = std::env::temp_dir().join(crate::unique_name("tail-test"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("component.log");
+        let mut text = String::from("I1122 start\nE1122 15:47:22 run.go:72] cannot bind\n");
+        text.extend((0..50).map(|i| format!("I1122 line {i}\n")));
+        std::fs::write(&log, text).unwrap();
+        let out = tail(&log, 3);
+        assert_eq!(
+            out,
+            "E1122 15:47:22 run.go:72] cannot bind\n[...]\nI1122 line 47\nI1122 line 48\nI1122 line 49"
+        );
+        assert!(tail(&dir.join("missing.log"), 3).starts_with("(cannot read"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
