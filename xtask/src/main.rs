@@ -3,11 +3,13 @@
 //! - `codegen [--check]`: write (or check) the generated CRD YAML in `config/crd/`.
 //! - `testenv build [--full]`: build the test control plane from the official Go modules.
 //! - `testenv up [--full]` / `testenv down`: a control plane in the background for manual use.
+//! - `test`: everything CI checks (format, lints, generated files, control plane, all tests).
 
 // A command-line tool: standard output is its interface.
 #![allow(clippy::print_stdout)]
 
 mod codegen;
+mod test;
 mod testenv;
 
 use std::path::PathBuf;
@@ -29,6 +31,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Everything CI checks: rustfmt, clippy, generated files, the test control plane build,
+    /// and every test of the workspace against it.
+    Test,
     /// The local Kubernetes control plane used by tests and demos.
     Testenv {
         #[command(subcommand)]
@@ -46,6 +51,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Codegen { check } => codegen::run(&repo_root(), check),
+        Command::Test => test::run(&repo_root()),
         Command::Testenv { command } => testenv::run(command),
     }
 }

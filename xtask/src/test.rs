@@ -1,0 +1,41 @@
+//! `cargo xtask test`: the one test command of the README and of CI.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use pequod_testenv::{Profile, binaries};
+
+fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("\n==> cargo {}", args.join(" "));
+    let started = Instant::now();
+    let status = Command::new(&cargo)
+        .current_dir(root)
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    eprintln!("<== cargo {} ({:.1?})", args.join(" "), started.elapsed());
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn run(root: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    cargo(root, &["fmt", "--all", "--", "--check"])?;
+    eprintln!("\n==> codegen --check");
+    crate::codegen::run(root, true)?;
+    cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+
+    eprintln!("\n==> testenv build --full");
+    let build = Instant::now();
+    binaries::ensure(Profile::Full, &mut std::io::stderr())?;
+    eprintln!("<== testenv build --full ({:.1?})", build.elapsed());
+
+    cargo(root, &["test", "--workspace", "--no-fail-fast"])?;
+    eprintln!("\nall checks passed in {:.1?}", started.elapsed());
+    Ok(())
+}
