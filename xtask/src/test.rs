@@ -28,7 +28,17 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     cargo(root, &["fmt", "--all", "--", "--check"])?;
     eprintln!("\n==> codegen --check");
     crate::codegen::run(root, true)?;
-    cargo(root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
 
     eprintln!("\n==> testenv build --full");
     let build = Instant::now();
