@@ -283,6 +283,8 @@ pub struct EngineStats {
     pub instances_created: u64,
     /// Guest instances discarded (recycled or after a failure).
     pub instances_discarded: u64,
+    /// Largest guest linear memory seen after an evaluation, in bytes.
+    pub peak_memory_bytes: u64,
 }
 
 /// The CUE engine: cheap to clone, shared by every reconcile of the process.
@@ -301,6 +303,7 @@ struct Inner {
     memo_hits: AtomicU64,
     instances_created: AtomicU64,
     instances_discarded: AtomicU64,
+    peak_memory_bytes: AtomicU64,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -338,6 +341,7 @@ impl Engine {
                 memo_hits: AtomicU64::new(0),
                 instances_created: AtomicU64::new(0),
                 instances_discarded: AtomicU64::new(0),
+                peak_memory_bytes: AtomicU64::new(0),
                 stop_ticker,
             }),
         })
@@ -360,7 +364,19 @@ impl Engine {
             memo_hits: self.inner.memo_hits.load(Ordering::Relaxed),
             instances_created: self.inner.instances_created.load(Ordering::Relaxed),
             instances_discarded: self.inner.instances_discarded.load(Ordering::Relaxed),
+            peak_memory_bytes: self.inner.peak_memory_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// Like [`Engine::evaluate`], with the input as JSON text (from a ConfigMap or a file).
+    pub async fn evaluate_json(
+        &self,
+        module: &ModuleSource,
+        input: &[u8],
+    ) -> Result<Arc<Rendered>, EvalError> {
+        let input: serde_json::Value = serde_json::from_slice(input)
+            .map_err(|e| EvalError::InvalidInput(format!("input is not valid JSON: {e}")))?;
+        self.evaluate(module, &input).await
     }
 
     /// Evaluates `module` with `input`: validates the input against `#Input`, fills `input`,
@@ -452,6 +468,8 @@ impl Inner {
         };
         self.evaluations.fetch_add(1, Ordering::Relaxed);
         let result = instance.call(request, cfg.timeout);
+        self.peak_memory_bytes
+            .fetch_max(instance.memory_bytes(), Ordering::Relaxed);
         let keep = result.is_ok()
             && instance.calls() < cfg.recycle_after_calls
             && instance.memory_bytes() <= cfg.recycle_above_bytes;
