@@ -45,6 +45,19 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     binaries::ensure(Profile::Full, &mut std::io::stderr())?;
     eprintln!("<== testenv build --full ({:.1?})", build.elapsed());
 
+    eprintln!("\n==> go test (CUE guest, native)");
+    let guest = Instant::now();
+    let status = Command::new("go")
+        .current_dir(root.join("crates/cue/guest"))
+        .env("GOTOOLCHAIN", "local")
+        .args(["test", "./..."])
+        .status()
+        .context("running go test in crates/cue/guest")?;
+    eprintln!("<== go test ({:.1?})", guest.elapsed());
+    if !status.success() {
+        bail!("`go test` of the CUE guest failed ({status})");
+    }
+
     cargo(root, &["test", "--workspace", "--no-fail-fast"])?;
     eprintln!("\nall checks passed in {:.1?}", started.elapsed());
     Ok(())
