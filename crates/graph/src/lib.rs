@@ -1,0 +1,19 @@
+//! The graph executor's pure core: no Kubernetes client, no I/O, tested without a cluster.
+//!
+//! - [`dag`] builds and checks the dependency graph of a ResourceGraph (duplicates, unknown
+//!   dependencies, two nodes for one object, cycles) and adds the implicit edges (a Namespace
+//!   before the objects in it, a CRD before its custom resources).
+//! - [`readiness`] decides from a live object whether a node is ready, in progress or failed,
+//!   with generation-aware built-in rules per kind and the node's own `readyWhen` rules.
+//! - [`plan`] decides, from the graph and what is observed, which nodes to apply now, which are
+//!   blocked and by what, and in which waves stale or deleted objects are removed.
+//!
+//! The executor converts API types into [`NodeSpec`]s; this crate only sees plain data.
+
+pub mod dag;
+pub mod plan;
+pub mod readiness;
+
+pub use dag::{Dag, GraphError, NodeSpec, ObjectKey};
+pub use plan::{NodeState, Plan, plan, removal_waves};
+pub use readiness::{Readiness, ReadyRule, evaluate};
