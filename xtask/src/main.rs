@@ -4,11 +4,15 @@
 //! - `testenv build [--full]`: build the test control plane from the official Go modules.
 //! - `testenv up [--full]` / `testenv down`: a control plane in the background for manual use.
 //! - `test`: everything CI checks (format, lints, generated files, control plane, all tests).
+//! - `cue-guest`: build the CUE guest wasm into `target/cue-guest/guest.wasm`.
+//! - `bench-cue [--iterations N]`: the CUE engine's figures next to native Go and the `cue` CLI.
 
 // A command-line tool: standard output is its interface.
 #![allow(clippy::print_stdout)]
 
+mod bench_cue;
 mod codegen;
+mod cue_guest;
 mod test;
 mod testenv;
 
@@ -34,6 +38,11 @@ enum Command {
     /// Everything CI checks: rustfmt, clippy, generated files, the test control plane build,
     /// and every test of the workspace against it.
     Test,
+    /// Build the CUE guest (Go → wasip1) into target/cue-guest/guest.wasm and print its size.
+    CueGuest,
+    /// Benchmark the CUE engine (start-up, render latency, memo, peak memory) against the same
+    /// request in native Go and the `cue` CLI; prints a table, writes target/bench-cue.json.
+    BenchCue(bench_cue::Options),
     /// The local Kubernetes control plane used by tests and demos.
     Testenv {
         #[command(subcommand)]
@@ -53,5 +62,7 @@ fn main() -> anyhow::Result<()> {
         Command::Codegen { check } => codegen::run(&repo_root(), check),
         Command::Test => test::run(&repo_root()),
         Command::Testenv { command } => testenv::run(command),
+        Command::CueGuest => cue_guest::run(&repo_root()),
+        Command::BenchCue(options) => bench_cue::run(&repo_root(), options),
     }
 }
