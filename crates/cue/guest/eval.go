@@ -396,7 +396,30 @@ func fillAndExport(mod *builtModule, input []byte) (*Success, []Error) {
 		}
 	}
 
-	// 3. Concreteness of the exported fields.
+	// 3. Export. Exporting fails on any non-concrete value, so the success path
+	// walks each field once; only on failure is it validated again for errors
+	// with paths, positions and the incomplete flag.
+	res := &Success{}
+	exported := true
+	for _, f := range []struct {
+		v   cue.Value
+		dst *json.RawMessage
+	}{{graph, &res.Graph}, {outputs, &res.Outputs}, {violations, &res.Violations}} {
+		if !f.v.Exists() {
+			continue
+		}
+		b, err := f.v.MarshalJSON()
+		if err != nil {
+			exported = false
+			break
+		}
+		*f.dst = b
+	}
+	if exported {
+		return res, nil
+	}
+
+	// 4. Concreteness of the exported fields, for the error report.
 	var errs []Error
 	for _, f := range []cue.Value{graph, outputs, violations} {
 		if !f.Exists() {
@@ -410,27 +433,16 @@ func fillAndExport(mod *builtModule, input []byte) (*Success, []Error) {
 		markIncomplete(errs)
 		return nil, capErrors(errs)
 	}
-
-	// 4. Export.
-	res := &Success{}
-	for _, f := range []struct {
-		v   cue.Value
-		dst *json.RawMessage
-	}{{graph, &res.Graph}, {outputs, &res.Outputs}, {violations, &res.Violations}} {
-		if !f.v.Exists() {
+	// Validation found nothing, yet export failed: report the export errors.
+	for _, f := range []cue.Value{graph, outputs, violations} {
+		if !f.Exists() {
 			continue
 		}
-		b, err := f.v.MarshalJSON()
-		if err != nil {
+		if _, err := f.MarshalJSON(); err != nil {
 			errs = append(errs, convertErrors(PhaseExport, err, nil)...)
-			continue
 		}
-		*f.dst = b
 	}
-	if errs != nil {
-		return nil, capErrors(errs)
-	}
-	return res, nil
+	return nil, capErrors(errs)
 }
 
 // schemaErrors converts errors of #Input & input. Paths are rewritten to read

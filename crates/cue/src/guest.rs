@@ -152,12 +152,15 @@ fn load_cached(
 
 /// Writes atomically (temporary file, then rename) so concurrent processes never read half.
 fn store_compiled(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    // Unique per writer: engines may be created concurrently in one process, too.
+    static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let io = |source| EngineError::Cache {
         path: path.to_owned(),
         source,
     };
     std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let writer = WRITERS.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{writer}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }

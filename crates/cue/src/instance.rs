@@ -103,6 +103,7 @@ impl GuestInstance {
         let go_limit = config.memory_limit / 10 * 8;
         let wasi = WasiCtxBuilder::new()
             .env("GOMEMLIMIT", go_limit.to_string())
+            .env("GOGC", config.guest_gc_percent.to_string())
             .stderr(stderr.clone())
             .stdout(stderr.clone())
             .build_p1();
