@@ -330,4 +330,11 @@ pub struct InventoryEntry {
     /// UID once the object exists; empty while it is only intended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// Dependency level of the node when it was recorded (0: no dependencies). Prune and
+    /// teardown remove the highest level first, from the inventory alone.
+    #[serde(default)]
+    pub level: u32,
+    /// Node's deletion policy when it was recorded: `Orphan` objects are released, not deleted.
+    #[serde(default)]
+    pub deletion_policy: crate::DeletionPolicy,
 }

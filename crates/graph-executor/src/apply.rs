@@ -1,0 +1,143 @@
+//! Talking to the API server about one node's object: which resource serves its kind, what we
+//! apply (the rendered object plus ownership marks), and the apply itself.
+
+use std::collections::HashMap;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::Scope as ResourceScope;
+use kube::{Client, ResourceExt as _};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::{ANNOTATION_GRAPH_UID, LABEL_GRAPH, LABEL_GRAPH_NAMESPACE, LABEL_NODE};
+
+/// How the API server serves a kind.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub resource: ApiResource,
+    pub namespaced: bool,
+}
+
+/// Discovery, memoized for one reconcile.
+pub struct Resolver {
+    client: Client,
+    cache: HashMap<(String, String), Option<Served>>,
+}
+
+impl Resolver {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// How `kind` of `api_version` is served; `None` when the API server does not serve it
+    /// (yet: its CRD may be applied later in the graph).
+    pub async fn resolve(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<Served>, kube::Error> {
+        let key = (api_version.to_owned(), kind.to_owned());
+        if let Some(found) = self.cache.get(&key) {
+            return Ok(found.clone());
+        }
+        let (group, version) = match api_version.rsplit_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let served = match kube::discovery::pinned_kind(&self.client, &gvk).await {
+            Ok((resource, caps)) => Some(Served {
+                resource,
+                namespaced: caps.scope == ResourceScope::Namespaced,
+            }),
+            Err(kube::Error::Discovery(_)) => None,
+            Err(kube::Error::Api(status)) if status.code == 404 => None,
+            Err(e) => return Err(e),
+        };
+        self.cache.insert(key, served.clone());
+        Ok(served)
+    }
+}
+
+/// The API for one object.
+pub fn api_for(client: &Client, served: &Served, namespace: Option<&str>) -> Api<DynamicObject> {
+    match (served.namespaced, namespace) {
+        (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &served.resource),
+        _ => Api::all_with(client.clone(), &served.resource),
+    }
+}
+
+/// Identity of the graph that owns what it applies.
+pub struct Owner<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub uid: &'a str,
+}
+
+/// The object to apply: the rendered object, in the graph's namespace when it is namespaced
+/// and says none, with our labels and owner annotation.
+pub fn desired(object: &Value, node_id: &str, namespace: Option<&str>, owner: &Owner<'_>) -> Value {
+    let mut object = object.clone();
+    if !object["metadata"].is_object() {
+        object["metadata"] = serde_json::json!({});
+    }
+    let metadata = &mut object["metadata"];
+    if let Some(namespace) = namespace {
+        metadata["namespace"] = Value::from(namespace);
+    }
+    for (field, entries) in [
+        (
+            "labels",
+            vec![
+                (LABEL_GRAPH, owner.name),
+                (LABEL_GRAPH_NAMESPACE, owner.namespace),
+                (LABEL_NODE, node_id),
+            ],
+        ),
+        ("annotations", vec![(ANNOTATION_GRAPH_UID, owner.uid)]),
+    ] {
+        if !metadata[field].is_object() {
+            metadata[field] = serde_json::json!({});
+        }
+        for (key, value) in entries {
+            metadata[field][key] = Value::from(value);
+        }
+    }
+    object
+}
+
+/// Content hash of what we apply; equal hashes mean nothing to write.
+pub fn content_hash(desired: &Value) -> String {
+    let digest = Sha256::digest(desired.to_string().as_bytes());
+    digest
+        .iter()
+        .take(16)
+        .fold(String::from("sha256:"), |mut out, b| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// Whether a live object was applied by this graph.
+pub fn owned_by(live: &DynamicObject, owner_uid: &str) -> bool {
+    live.annotations()
+        .get(ANNOTATION_GRAPH_UID)
+        .is_some_and(|uid| uid == owner_uid)
+}
+
+/// Server-side apply with Pequod's field manager; `force` takes conflicting fields over.
+pub async fn server_side_apply(
+    api: &Api<DynamicObject>,
+    name: &str,
+    desired: &Value,
+    force: bool,
+) -> Result<DynamicObject, kube::Error> {
+    let mut params = PatchParams::apply(pequod_api::FIELD_MANAGER);
+    params.force = force;
+    api.patch(name, &params, &Patch::Apply(desired)).await
+}

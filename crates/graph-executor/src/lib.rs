@@ -1,0 +1,123 @@
+//! The graph executor: runs ResourceGraphs against the cluster.
+//!
+//! Each reconcile is a named pipeline — validate (DAG and scope checks, before any write) →
+//! observe (live objects and their readiness) → plan (pure, in `pequod-graph`) → record
+//! (inventory first) → apply (server-side apply, bounded parallelism) → status — with one error
+//! type per step ([`Error`]), classified permanent or transient in [`error_policy`].
+//!
+//! This first slice applies, gates on readiness and records inventory; readiness is re-checked
+//! by requeue. Event-driven watches, prune, teardown, drift and impersonation follow.
+
+mod apply;
+mod reconcile;
+mod scope;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt as _};
+use pequod_api::ResourceGraph;
+use tracing::Instrument as _;
+
+pub use reconcile::reconcile;
+pub use scope::Scope;
+
+/// Label on every object Pequod applies: the owning graph's name.
+pub const LABEL_GRAPH: &str = "platform.pequod.io/graph";
+/// Label on every object Pequod applies: the owning graph's namespace.
+pub const LABEL_GRAPH_NAMESPACE: &str = "platform.pequod.io/graph-namespace";
+/// Label on every object Pequod applies: the node id.
+pub const LABEL_NODE: &str = "platform.pequod.io/node";
+/// Annotation with the owning graph's UID: labels can be copied, the UID says it is ours.
+pub const ANNOTATION_GRAPH_UID: &str = "platform.pequod.io/graph-uid";
+
+/// What the executor may do and how hard it may push.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The security boundary: where graphs may write.
+    pub scope: Scope,
+    /// Nodes applied in parallel within one graph.
+    pub apply_concurrency: usize,
+    /// How soon a graph with progressing nodes is looked at again.
+    pub progress_requeue: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            scope: Scope::default(),
+            apply_concurrency: 4,
+            progress_requeue: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The operator's client.
+    pub client: Client,
+    /// Configuration.
+    pub config: Config,
+}
+
+/// Errors of one reconcile, by pipeline step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading live objects or discovery failed.
+    #[error("observing the cluster: {0}")]
+    Observe(#[source] kube::Error),
+    /// Writing the inventory failed.
+    #[error("recording the inventory: {0}")]
+    Record(#[source] kube::Error),
+    /// Writing the graph's status failed.
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+    /// The object has no namespace or name (never from the API server).
+    #[error("malformed ResourceGraph: {0}")]
+    Malformed(String),
+}
+
+impl Error {
+    /// Permanent errors repeat until someone changes something; the rest are worth retrying.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Error::Malformed(_))
+    }
+}
+
+/// Retries transient errors with backoff (capped), waits long on permanent ones.
+#[allow(clippy::needless_pass_by_value)] // the signature kube-runtime calls
+pub fn error_policy(graph: Arc<ResourceGraph>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(graph = %kube::ResourceExt::name_any(graph.as_ref()), %error, "reconcile failed");
+    if error.is_permanent() {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(5))
+    }
+}
+
+/// Runs the executor until the stream of ResourceGraphs ends.
+pub async fn run(client: Client, config: Config) {
+    let graphs = Api::<ResourceGraph>::all(client.clone());
+    let context = Arc::new(Context { client, config });
+    Controller::new(graphs, watcher::Config::default())
+        .run(
+            |graph, ctx| {
+                let span = tracing::info_span!(
+                    "reconcile",
+                    graph = %format!("{}/{}", graph.namespace().unwrap_or_default(), graph.name_any())
+                );
+                reconcile(graph, ctx).instrument(span)
+            },
+            error_policy,
+            context,
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile error");
+            }
+        })
+        .await;
+}

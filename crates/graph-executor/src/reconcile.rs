@@ -1,0 +1,564 @@
+//! One reconcile of a ResourceGraph: validate → observe → plan → record → apply → status.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt as _;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use pequod_api::conditions::{self, Summary};
+use pequod_api::{
+    ApplyMode, ConflictPolicy, GraphNode, GraphPhase, InventoryEntry, NodePhase, NodeStatus,
+    ObjectRef, ReadyRule, ReadyRuleType, ResourceGraph, ResourceGraphStatus,
+};
+use pequod_graph::{Dag, NodeSpec, NodeState, Readiness};
+use serde_json::Value;
+
+use crate::apply::{self, Owner, Resolver, Served};
+use crate::{Context, Error};
+
+/// Everything learned about one node before planning.
+struct Observed {
+    served: Option<Served>,
+    namespace: Option<String>,
+    desired: Value,
+    hash: String,
+    live: Option<kube::api::DynamicObject>,
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+fn ready_rules(node: &GraphNode) -> Vec<pequod_graph::ReadyRule> {
+    node.ready_when.iter().map(to_core_rule).collect()
+}
+
+fn to_core_rule(rule: &ReadyRule) -> pequod_graph::ReadyRule {
+    use pequod_graph::ReadyRule as Core;
+    match rule.rule_type {
+        ReadyRuleType::Current => Core::Current,
+        ReadyRuleType::Exists => Core::Exists,
+        ReadyRuleType::DeploymentAvailable => Core::DeploymentAvailable,
+        ReadyRuleType::JobComplete => Core::JobComplete,
+        ReadyRuleType::ConditionMatch => Core::ConditionMatch {
+            condition_type: rule.condition_type.clone().unwrap_or_default(),
+            status: rule
+                .condition_status
+                .clone()
+                .unwrap_or_else(|| "True".into()),
+        },
+        ReadyRuleType::FieldEquals => Core::FieldEquals {
+            path: rule.path.clone().unwrap_or_default(),
+            value: rule.value.clone().unwrap_or_default(),
+        },
+    }
+}
+
+/// Reconciles one graph: validate → observe → plan → record → apply → status. Writes nothing
+/// when the graph is invalid or out of scope, and nothing at all in a steady state.
+pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = graph
+        .namespace()
+        .ok_or_else(|| Error::Malformed("no namespace".into()))?;
+    let name = graph.name_any();
+    let uid = graph
+        .uid()
+        .ok_or_else(|| Error::Malformed("no uid".into()))?;
+    let owner = Owner {
+        name: &name,
+        namespace: &namespace,
+        uid: &uid,
+    };
+    let generation = graph.metadata.generation;
+    let old_status = graph.status.clone().unwrap_or_default();
+    let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), &namespace);
+
+    let (dag, mut observed) = match validate(&graph, &ctx, &namespace, &owner).await? {
+        Ok(valid) => valid,
+        Err((reason, message)) => {
+            return stalled(&graphs, &graph, old_status, reason, &message).await;
+        }
+    };
+    let previous: HashMap<&str, &NodeStatus> = old_status
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n))
+        .collect();
+    let states = observe(&graph, &ctx, &mut observed, &previous).await?;
+
+    // Plan; nodes whose kind is not served yet wait instead of being applied.
+    let plan = pequod_graph::plan(&dag, &states);
+    let index: HashMap<&str, usize> = graph
+        .spec
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let retry = plan.failed.iter().filter(|id| {
+        previous
+            .get(id.as_str())
+            .is_some_and(|p| is_apply_failure(p))
+    });
+    let (to_apply, unserved): (Vec<usize>, Vec<usize>) = plan
+        .apply
+        .iter()
+        .chain(retry)
+        .map(|id| index[id.as_str()])
+        .partition(|&i| observed[i].served.is_some());
+
+    let mut inventory = record(
+        &graphs,
+        &name,
+        &graph,
+        &dag,
+        &observed,
+        &to_apply,
+        &old_status.inventory,
+    )
+    .await?;
+    let results = apply_all(&graph, &ctx, &observed, &to_apply, &uid).await;
+    let (nodes, ready, failed) = node_statuses(
+        &graph,
+        &observed,
+        &previous,
+        &states,
+        &plan,
+        &results,
+        &unserved,
+        &mut inventory,
+    );
+    let mut new_status = ResourceGraphStatus {
+        nodes,
+        inventory,
+        observed_generation: generation,
+        ..old_status.clone()
+    };
+    let action = summarize(
+        &mut new_status,
+        ready,
+        failed,
+        graph.spec.nodes.len(),
+        generation,
+        &ctx,
+    );
+    write_status(&graphs, &name, &old_status, new_status).await?;
+    Ok(action)
+}
+
+/// Why a graph is refused before any write: (reason, message).
+type Refusal = (&'static str, String);
+
+/// Validate: resolve kinds, build the DAG, check the scope. Writes nothing.
+async fn validate(
+    graph: &ResourceGraph,
+    ctx: &Context,
+    namespace: &str,
+    owner: &Owner<'_>,
+) -> Result<Result<(Dag, Vec<Observed>), Refusal>, Error> {
+    let mut resolver = Resolver::new(ctx.client.clone());
+    let mut observed = Vec::with_capacity(graph.spec.nodes.len());
+    let mut specs = Vec::with_capacity(graph.spec.nodes.len());
+    for node in &graph.spec.nodes {
+        let api_version = node.object["apiVersion"].as_str().unwrap_or_default();
+        let kind = node.object["kind"].as_str().unwrap_or_default();
+        let served = resolver
+            .resolve(api_version, kind)
+            .await
+            .map_err(Error::Observe)?;
+        // Kinds not served yet are assumed namespaced (custom resources usually are).
+        let namespaced = served.as_ref().is_none_or(|s| s.namespaced);
+        let object_namespace = node
+            .object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str);
+        let resolved_namespace =
+            namespaced.then(|| object_namespace.unwrap_or(namespace).to_owned());
+        let desired = apply::desired(&node.object, &node.id, resolved_namespace.as_deref(), owner);
+        let spec = match NodeSpec::from_object(&node.id, &desired, node.depends_on.clone()) {
+            Ok(spec) => spec,
+            Err(e) => {
+                return Ok(Err(("InvalidGraph", e.to_string())));
+            }
+        };
+        if let Some(refusal) = ctx
+            .config
+            .scope
+            .refusal(namespace, &spec.object, !namespaced)
+        {
+            let message = format!("node {:?}: {refusal}", node.id);
+            return Ok(Err(("OutOfScope", message)));
+        }
+        let hash = apply::content_hash(&desired);
+        observed.push(Observed {
+            served,
+            namespace: resolved_namespace,
+            desired,
+            hash,
+            live: None,
+        });
+        specs.push(spec);
+    }
+    Ok(Dag::build(specs)
+        .map(|dag| (dag, observed))
+        .map_err(|e| ("InvalidGraph", e.to_string())))
+}
+
+/// Observe: live objects, and the readiness of nodes already applied at this content.
+async fn observe(
+    graph: &ResourceGraph,
+    ctx: &Context,
+    observed: &mut [Observed],
+    previous: &HashMap<&str, &NodeStatus>,
+) -> Result<HashMap<String, NodeState>, Error> {
+    let mut states: HashMap<String, NodeState> = HashMap::new();
+    for (node, seen) in graph.spec.nodes.iter().zip(observed.iter_mut()) {
+        let Some(served) = &seen.served else { continue };
+        let api = apply::api_for(&ctx.client, served, seen.namespace.as_deref());
+        let object_name = seen.desired["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default();
+        seen.live = api.get_opt(object_name).await.map_err(Error::Observe)?;
+        let applied = previous
+            .get(node.id.as_str())
+            .and_then(|p| p.applied_hash.as_deref())
+            == Some(seen.hash.as_str());
+        if let (Some(live), true) = (&seen.live, applied) {
+            let live = serde_json::to_value(live).unwrap_or_default();
+            states.insert(
+                node.id.clone(),
+                NodeState::Applied(pequod_graph::evaluate(&ready_rules(node), &live)),
+            );
+        } else if let Some(failure) = previous
+            .get(node.id.as_str())
+            .filter(|p| is_apply_failure(p))
+        {
+            // Its dependents stay blocked by the failure while the apply is retried.
+            states.insert(
+                node.id.clone(),
+                NodeState::Failed(failure.message.clone().unwrap_or_default()),
+            );
+        }
+    }
+    Ok(states)
+}
+
+/// Record: every object about to be written is in the inventory before it is written.
+async fn record(
+    graphs: &Api<ResourceGraph>,
+    name: &str,
+    graph: &ResourceGraph,
+    dag: &Dag,
+    observed: &[Observed],
+    to_apply: &[usize],
+    old_inventory: &[InventoryEntry],
+) -> Result<Vec<InventoryEntry>, Error> {
+    let mut inventory = old_inventory.to_vec();
+    let mut recorded = false;
+    for &i in to_apply {
+        let node = &graph.spec.nodes[i];
+        let key = &dag.nodes()[i].object;
+        let entry = InventoryEntry {
+            id: node.id.clone(),
+            api_version: observed[i].desired["apiVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            kind: key.kind.clone(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            uid: None,
+            level: dag.level(&node.id).unwrap_or(0),
+            deletion_policy: node.apply_policy.deletion_policy,
+        };
+        let same_object = |e: &InventoryEntry| {
+            e.kind == entry.kind
+                && e.namespace == entry.namespace
+                && e.name == entry.name
+                && e.api_version == entry.api_version
+        };
+        if !inventory.iter().any(same_object) {
+            inventory.push(entry);
+            recorded = true;
+        }
+    }
+    if recorded {
+        let patch = serde_json::json!({"status": {"inventory": inventory}});
+        graphs
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::Record)?;
+    }
+    Ok(inventory)
+}
+
+/// Apply, bounded in parallel; a failure only marks its node.
+async fn apply_all(
+    graph: &ResourceGraph,
+    ctx: &Context,
+    observed: &[Observed],
+    to_apply: &[usize],
+    uid: &str,
+) -> Vec<(usize, Result<kube::api::DynamicObject, String>)> {
+    futures::stream::iter(to_apply.iter().copied())
+        .map(|i| {
+            let node = &graph.spec.nodes[i];
+            let seen = &observed[i];
+            let client = ctx.client.clone();
+            let uid = uid.to_owned();
+            async move { (i, apply_node(&client, node, seen, &uid).await) }
+        })
+        .buffer_unordered(ctx.config.apply_concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// Per-node status after this pass, counting ready and failed nodes; fills inventory UIDs.
+#[allow(clippy::too_many_arguments)] // the pass's facts, each used once
+fn node_statuses(
+    graph: &ResourceGraph,
+    observed: &[Observed],
+    previous: &HashMap<&str, &NodeStatus>,
+    states: &HashMap<String, NodeState>,
+    plan: &pequod_graph::Plan,
+    results: &[(usize, Result<kube::api::DynamicObject, String>)],
+    unserved: &[usize],
+    inventory: &mut [InventoryEntry],
+) -> (Vec<NodeStatus>, usize, usize) {
+    let time = now();
+    let mut node_status: Vec<NodeStatus> = Vec::with_capacity(graph.spec.nodes.len());
+    let applied: HashMap<usize, &Result<kube::api::DynamicObject, String>> =
+        results.iter().map(|(i, r)| (*i, r)).collect();
+    let blocked: HashMap<&str, &pequod_graph::plan::Blocker> = plan
+        .blocked
+        .iter()
+        .map(|(id, b)| (id.as_str(), b))
+        .collect();
+    let (mut ready, mut failed) = (0_usize, 0_usize);
+    for (i, node) in graph.spec.nodes.iter().enumerate() {
+        let seen = &observed[i];
+        let previous = previous.get(node.id.as_str());
+        let mut applied_hash = previous.and_then(|p| p.applied_hash.clone());
+        let mut object_ref = previous.and_then(|p| p.object_ref.clone());
+        let (phase, reason, message) = if let Some(result) = applied.get(&i) {
+            match result {
+                Ok(live) => {
+                    applied_hash = Some(seen.hash.clone());
+                    object_ref = Some(reference(&seen.desired, live.uid()));
+                    if let Some(entry) = inventory.iter_mut().find(|e| e.id == node.id) {
+                        entry.uid = live.uid();
+                    }
+                    let live = serde_json::to_value(live).unwrap_or_default();
+                    verdict(&pequod_graph::evaluate(&ready_rules(node), &live))
+                }
+                Err(message) => (NodePhase::Failed, APPLY_FAILED.to_owned(), message.clone()),
+            }
+        } else if unserved.contains(&i) {
+            let kind = seen.desired["kind"].as_str().unwrap_or_default();
+            (
+                NodePhase::Pending,
+                "KindNotServed".to_owned(),
+                format!("waiting for the API server to serve {kind}"),
+            )
+        } else if let Some(blocker) = blocked.get(node.id.as_str()) {
+            match blocker {
+                pequod_graph::plan::Blocker::Waiting { dependency } => (
+                    NodePhase::Blocked,
+                    "WaitingForDependency".to_owned(),
+                    format!("waiting for {dependency:?} to be ready"),
+                ),
+                pequod_graph::plan::Blocker::DependencyFailed { dependency } => (
+                    NodePhase::Blocked,
+                    "DependencyFailed".to_owned(),
+                    format!("dependency {dependency:?} failed"),
+                ),
+            }
+        } else if let Some(NodeState::Applied(readiness)) = states.get(&node.id) {
+            verdict(readiness)
+        } else {
+            (NodePhase::Pending, "Pending".to_owned(), String::new())
+        };
+        match phase {
+            NodePhase::Ready => ready += 1,
+            NodePhase::Failed => failed += 1,
+            _ => {}
+        }
+        let last_transition_time = match previous {
+            Some(p) if p.phase == phase => p.last_transition_time.clone(),
+            _ => Some(time.clone()),
+        };
+        node_status.push(NodeStatus {
+            id: node.id.clone(),
+            phase,
+            reason: Some(reason),
+            message: (!message.is_empty()).then_some(message),
+            object_ref,
+            applied_hash,
+            last_transition_time,
+        });
+    }
+    (node_status, ready, failed)
+}
+
+/// Status: conditions and phase from the node counts; the action says when to look again.
+fn summarize(
+    status: &mut ResourceGraphStatus,
+    ready: usize,
+    failed: usize,
+    total: usize,
+    generation: Option<i64>,
+    ctx: &Context,
+) -> Action {
+    let time = now();
+    let (phase, action) = if ready == total {
+        let summary = Summary::Ready {
+            reason: "AllNodesReady",
+            message: &format!("{ready}/{total} nodes ready"),
+        };
+        conditions::summarize(&mut status.conditions, summary, generation, &time);
+        (GraphPhase::Ready, Action::await_change())
+    } else if failed > 0 {
+        let message = format!("{failed} of {total} nodes failed; {ready}/{total} ready");
+        conditions::summarize(
+            &mut status.conditions,
+            Summary::Reconciling {
+                reason: "NodesFailed",
+                message: &message,
+            },
+            generation,
+            &time,
+        );
+        (
+            GraphPhase::Failed,
+            Action::requeue(std::time::Duration::from_secs(30)),
+        )
+    } else {
+        let message = format!("{ready}/{total} nodes ready");
+        conditions::summarize(
+            &mut status.conditions,
+            Summary::Reconciling {
+                reason: "Progressing",
+                message: &message,
+            },
+            generation,
+            &time,
+        );
+        (
+            GraphPhase::Progressing,
+            Action::requeue(ctx.config.progress_requeue),
+        )
+    };
+    status.phase = Some(phase);
+    action
+}
+
+/// Applies one node according to its policy; the error text says what a user can do.
+async fn apply_node(
+    client: &kube::Client,
+    node: &GraphNode,
+    seen: &Observed,
+    graph_uid: &str,
+) -> Result<kube::api::DynamicObject, String> {
+    let Some(served) = &seen.served else {
+        return Err("kind not served".into());
+    };
+    let api = apply::api_for(client, served, seen.namespace.as_deref());
+    let name = seen.desired["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default();
+    if let Some(live) = &seen.live {
+        let ours = apply::owned_by(live, graph_uid);
+        match node.apply_policy.mode {
+            ApplyMode::Create => return Ok(live.clone()),
+            ApplyMode::Apply if !ours => {
+                return Err(format!(
+                    "{name} already exists and is not managed by this graph; set applyPolicy.mode Adopt to take it over"
+                ));
+            }
+            ApplyMode::Apply | ApplyMode::Adopt => {}
+        }
+    }
+    let force = node.apply_policy.conflict_policy == ConflictPolicy::Force;
+    apply::server_side_apply(&api, name, &seen.desired, force).await.map_err(|e| match e {
+        kube::Error::Api(status) if status.code == 409 => format!(
+            "conflict with another field manager: {}; set applyPolicy.conflictPolicy Force to take the fields over",
+            status.message
+        ),
+        kube::Error::Api(status) => format!("{} ({}): {}", status.reason, status.code, status.message),
+        other => other.to_string(),
+    })
+}
+
+/// A node whose last apply failed: retried each pass, a failure for its dependents meanwhile.
+fn is_apply_failure(status: &NodeStatus) -> bool {
+    status.phase == NodePhase::Failed && status.reason.as_deref() == Some(APPLY_FAILED)
+}
+
+const APPLY_FAILED: &str = "ApplyFailed";
+
+fn verdict(readiness: &Readiness) -> (NodePhase, String, String) {
+    match readiness {
+        Readiness::Ready => (NodePhase::Ready, "Ready".into(), String::new()),
+        Readiness::InProgress(why) => (NodePhase::Applied, "Progressing".into(), why.clone()),
+        Readiness::Failed(why) => (NodePhase::Failed, "NotReady".into(), why.clone()),
+    }
+}
+
+fn reference(desired: &Value, uid: Option<String>) -> ObjectRef {
+    let text = |p: &str| {
+        desired
+            .pointer(p)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    ObjectRef {
+        api_version: text("/apiVersion").unwrap_or_default(),
+        kind: text("/kind").unwrap_or_default(),
+        namespace: text("/metadata/namespace"),
+        name: text("/metadata/name").unwrap_or_default(),
+        uid,
+    }
+}
+
+/// Marks the graph Stalled (nothing written to the cluster) and waits for a change.
+async fn stalled(
+    graphs: &Api<ResourceGraph>,
+    graph: &ResourceGraph,
+    old: ResourceGraphStatus,
+    reason: &str,
+    message: &str,
+) -> Result<Action, Error> {
+    let mut status = old.clone();
+    let generation = graph.metadata.generation;
+    conditions::summarize(
+        &mut status.conditions,
+        Summary::Stalled { reason, message },
+        generation,
+        &now(),
+    );
+    status.phase = Some(GraphPhase::Failed);
+    status.observed_generation = generation;
+    write_status(graphs, &graph.name_any(), &old, status).await?;
+    Ok(Action::await_change())
+}
+
+/// Writes the status unless it is unchanged (a steady state writes nothing).
+async fn write_status(
+    graphs: &Api<ResourceGraph>,
+    name: &str,
+    old: &ResourceGraphStatus,
+    new: ResourceGraphStatus,
+) -> Result<(), Error> {
+    if *old == new {
+        return Ok(());
+    }
+    let patch = serde_json::json!({"status": new});
+    graphs
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}

@@ -1,0 +1,453 @@
+//! The executor against a real kube-apiserver: order, readiness gates, checks before writes,
+//! failure isolation, conflicts, inventory and a steady state without writes. Each test works
+//! in its own namespace and drives `reconcile` directly, one pass at a time.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+use pequod_api::{
+    ApplyPolicy, ConflictPolicy, GraphModule, GraphNode, GraphPhase, NodePhase, ReadyRule,
+    ReadyRuleType, ResourceGraph, ResourceGraphSpec, SourceRef,
+};
+use pequod_graph_executor::{Config, Context, Scope, reconcile};
+use pequod_testenv::{Profile, shared};
+use serde_json::{Value, json};
+
+async fn setup(prefix: &str) -> (Client, String, Arc<Context>) {
+    let env = shared(Profile::Minimal);
+    let client = env.client();
+    pequod_testenv::install_crds(&client, &pequod_api::crd::all())
+        .await
+        .expect("CRDs");
+    let ns = env.create_namespace(&client, prefix).await;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config: Config::default(),
+    });
+    (client, ns, ctx)
+}
+
+fn config_map(name: &str, data: Value) -> Value {
+    let mut object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    object["data"] = data;
+    object
+}
+
+fn node(id: &str, object: Value, deps: &[&str]) -> GraphNode {
+    GraphNode {
+        id: id.into(),
+        object,
+        depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+        ready_when: Vec::new(),
+        apply_policy: ApplyPolicy::default(),
+    }
+}
+
+async fn create_graph(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    nodes: Vec<GraphNode>,
+) -> Api<ResourceGraph> {
+    let graphs = Api::<ResourceGraph>::namespaced(client.clone(), ns);
+    let graph = ResourceGraph::new(
+        name,
+        ResourceGraphSpec {
+            source_ref: SourceRef {
+                api_version: "platform.pequod.io/v1alpha1".into(),
+                kind: "Transform".into(),
+                name: name.into(),
+            },
+            revision: 1,
+            render_hash: "sha256:test".into(),
+            module: GraphModule {
+                reference: "test".into(),
+                digest: "sha256:test".into(),
+            },
+            service_account_name: None,
+            drift_policy: pequod_api::DriftPolicy::Correct,
+            nodes,
+        },
+    );
+    graphs
+        .create(&PostParams::default(), &graph)
+        .await
+        .expect("graph created");
+    graphs
+}
+
+/// One reconcile pass on the current version of the graph.
+async fn pass(
+    graphs: &Api<ResourceGraph>,
+    name: &str,
+    ctx: &Arc<Context>,
+) -> (ResourceGraph, Action) {
+    let graph = graphs.get(name).await.expect("graph");
+    let action = reconcile(Arc::new(graph), ctx.clone())
+        .await
+        .expect("reconcile");
+    (graphs.get(name).await.expect("graph"), action)
+}
+
+fn phase_of(graph: &ResourceGraph, id: &str) -> Option<NodePhase> {
+    graph
+        .status
+        .as_ref()?
+        .nodes
+        .iter()
+        .find(|n| n.id == id)
+        .map(|n| n.phase)
+}
+
+fn message_of(graph: &ResourceGraph, id: &str) -> String {
+    graph
+        .status
+        .as_ref()
+        .and_then(|s| s.nodes.iter().find(|n| n.id == id))
+        .and_then(|n| n.message.clone())
+        .unwrap_or_default()
+}
+
+async fn names(client: &Client, ns: &str) -> Vec<String> {
+    let mut names: Vec<String> = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .filter(|n| n != "kube-root-ca.crt")
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn applies_in_dependency_order_one_level_per_pass_then_stays_still() {
+    let (client, ns, ctx) = setup("order").await;
+    let nodes = vec![
+        node("c", config_map("c", json!({"k": "c"})), &["b"]),
+        node("b", config_map("b", json!({"k": "b"})), &["a"]),
+        node("a", config_map("a", json!({"k": "a"})), &[]),
+    ];
+    let graphs = create_graph(&client, &ns, "order", nodes).await;
+
+    let (graph, _) = pass(&graphs, "order", &ctx).await;
+    assert_eq!(
+        names(&client, &ns).await,
+        ["a"],
+        "only the root is applied first"
+    );
+    assert_eq!(phase_of(&graph, "b"), Some(NodePhase::Blocked));
+    assert!(message_of(&graph, "b").contains("waiting for \"a\""));
+    assert_eq!(
+        graph.status.as_ref().and_then(|s| s.phase),
+        Some(GraphPhase::Progressing)
+    );
+
+    pass(&graphs, "order", &ctx).await;
+    assert_eq!(names(&client, &ns).await, ["a", "b"]);
+    let (graph, action) = pass(&graphs, "order", &ctx).await;
+    assert_eq!(names(&client, &ns).await, ["a", "b", "c"]);
+    assert_eq!(
+        graph.status.as_ref().and_then(|s| s.phase),
+        Some(GraphPhase::Ready)
+    );
+    assert_eq!(action, Action::await_change());
+    assert!(pequod_api::conditions::is_true(
+        &graph.status.as_ref().expect("status").conditions,
+        "Ready"
+    ));
+
+    // Inventory: every object with its UID and level.
+    let inventory = &graph.status.as_ref().expect("status").inventory;
+    let levels: Vec<(String, u32, bool)> = inventory
+        .iter()
+        .map(|e| (e.id.clone(), e.level, e.uid.is_some()))
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("a".into(), 0, true),
+            ("b".into(), 1, true),
+            ("c".into(), 2, true)
+        ]
+    );
+
+    // Steady state: no write to the graph or to any object.
+    let versions = |g: &ResourceGraph| g.resource_version();
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let before: Vec<Option<String>> = futures_versions(&cms, &["a", "b", "c"]).await;
+    let (after, _) = pass(&graphs, "order", &ctx).await;
+    assert_eq!(
+        versions(&after),
+        versions(&graph),
+        "steady state wrote the graph status"
+    );
+    assert_eq!(
+        futures_versions(&cms, &["a", "b", "c"]).await,
+        before,
+        "steady state wrote an object"
+    );
+}
+
+async fn futures_versions(cms: &Api<ConfigMap>, names: &[&str]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for name in names {
+        out.push(cms.get(name).await.expect("cm").resource_version());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_readiness_rule_gates_dependents_until_it_holds() {
+    let (client, ns, ctx) = setup("gate").await;
+    let mut gate = node("gate", config_map("gate", json!({"k": "v"})), &[]);
+    gate.ready_when = vec![ReadyRule {
+        rule_type: ReadyRuleType::FieldEquals,
+        condition_type: None,
+        condition_status: None,
+        path: Some("data.ready".into()),
+        value: Some("yes".into()),
+    }];
+    let graphs = create_graph(
+        &client,
+        &ns,
+        "gate",
+        vec![gate, node("app", config_map("app", json!({})), &["gate"])],
+    )
+    .await;
+    for _ in 0..3 {
+        pass(&graphs, "gate", &ctx).await;
+    }
+    let (graph, _) = pass(&graphs, "gate", &ctx).await;
+    assert_eq!(
+        names(&client, &ns).await,
+        ["gate"],
+        "dependent waits for the rule"
+    );
+    assert_eq!(phase_of(&graph, "gate"), Some(NodePhase::Applied));
+    assert!(
+        message_of(&graph, "gate").contains("data.ready is not set"),
+        "{}",
+        message_of(&graph, "gate")
+    );
+
+    // Someone else (another field manager) makes the rule hold.
+    let patch = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gate"}, "data": {"ready": "yes"}});
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .patch(
+            "gate",
+            &PatchParams::apply("operator-of-gate"),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("patch");
+    pass(&graphs, "gate", &ctx).await;
+    assert_eq!(names(&client, &ns).await, ["app", "gate"]);
+}
+
+#[tokio::test]
+async fn invalid_or_out_of_scope_graphs_stall_before_any_write() {
+    let (client, ns, ctx) = setup("refuse").await;
+    let cases = [
+        (
+            "cycle",
+            vec![
+                node("x", config_map("x", json!({})), &["y"]),
+                node("y", config_map("y", json!({})), &["x"]),
+            ],
+            "InvalidGraph",
+            "dependency cycle between nodes \"x\", \"y\"",
+        ),
+        (
+            "unknown-dep",
+            vec![node("x", config_map("x", json!({})), &["ghost"])],
+            "InvalidGraph",
+            "depends on \"ghost\"",
+        ),
+        (
+            "other-namespace",
+            vec![
+                node("x", config_map("x", json!({})), &[]),
+                node(
+                    "y",
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "y", "namespace": "kube-system"}}),
+                    &[],
+                ),
+            ],
+            "OutOfScope",
+            "node \"y\": ConfigMap kube-system/y is in namespace \"kube-system\"",
+        ),
+        (
+            "cluster-scoped",
+            vec![
+                node("x", config_map("x", json!({})), &[]),
+                node(
+                    "ns",
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sneaky"}}),
+                    &[],
+                ),
+            ],
+            "OutOfScope",
+            "cluster-scoped",
+        ),
+    ];
+    for (name, nodes, reason, message) in cases {
+        let graphs = create_graph(&client, &ns, name, nodes).await;
+        let (graph, action) = pass(&graphs, name, &ctx).await;
+        let status = graph.status.expect("status written");
+        let stalled =
+            pequod_api::conditions::find(&status.conditions, "Stalled").expect("Stalled condition");
+        assert_eq!(stalled.reason, reason, "{name}");
+        assert!(
+            stalled.message.contains(message),
+            "{name}: {}",
+            stalled.message
+        );
+        assert_eq!(status.phase, Some(GraphPhase::Failed));
+        assert!(status.inventory.is_empty(), "{name}: nothing recorded");
+        assert_eq!(action, Action::await_change());
+        assert!(
+            names(&client, &ns).await.is_empty(),
+            "{name}: nothing applied"
+        );
+    }
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    assert!(namespaces.get_opt("sneaky").await.expect("get").is_none());
+
+    // The same cluster-scoped graph is applied when the operator allows it.
+    let allowing = Arc::new(Context {
+        client: client.clone(),
+        config: Config {
+            scope: Scope {
+                allow_cluster_scoped: true,
+                extra_namespaces: Vec::new(),
+            },
+            ..Config::default()
+        },
+    });
+    let graphs = Api::<ResourceGraph>::namespaced(client.clone(), &ns);
+    pass(&graphs, "cluster-scoped", &allowing).await;
+    assert!(namespaces.get_opt("sneaky").await.expect("get").is_some());
+}
+
+#[tokio::test]
+async fn a_failed_node_blocks_only_its_dependents() {
+    let (client, ns, ctx) = setup("isolate").await;
+    // An object that exists and is not ours: the node fails (mode Apply, not Adopt).
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(config_map("taken", json!({"owner": "someone"}))).expect("cm"),
+        )
+        .await
+        .expect("pre-existing object");
+    let nodes = vec![
+        node("taken", config_map("taken", json!({"k": "v"})), &[]),
+        node(
+            "after-taken",
+            config_map("after-taken", json!({})),
+            &["taken"],
+        ),
+        node("free", config_map("free", json!({})), &[]),
+        node("after-free", config_map("after-free", json!({})), &["free"]),
+    ];
+    let graphs = create_graph(&client, &ns, "isolate", nodes).await;
+    for _ in 0..3 {
+        pass(&graphs, "isolate", &ctx).await;
+    }
+    let (graph, _) = pass(&graphs, "isolate", &ctx).await;
+    assert_eq!(phase_of(&graph, "taken"), Some(NodePhase::Failed));
+    assert!(
+        message_of(&graph, "taken").contains("not managed by this graph"),
+        "{}",
+        message_of(&graph, "taken")
+    );
+    assert_eq!(phase_of(&graph, "after-taken"), Some(NodePhase::Blocked));
+    assert!(message_of(&graph, "after-taken").contains("dependency \"taken\" failed"));
+    assert_eq!(phase_of(&graph, "free"), Some(NodePhase::Ready));
+    assert_eq!(phase_of(&graph, "after-free"), Some(NodePhase::Ready));
+    assert_eq!(
+        graph.status.as_ref().and_then(|s| s.phase),
+        Some(GraphPhase::Failed)
+    );
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("taken")
+        .await
+        .expect("cm");
+    assert_eq!(
+        cm.data.expect("data").get("owner").map(String::as_str),
+        Some("someone"),
+        "left untouched"
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_fails_under_error_and_is_taken_over_under_force() {
+    let (client, ns, ctx) = setup("conflict").await;
+    let graphs = create_graph(
+        &client,
+        &ns,
+        "conflict",
+        vec![node("cfg", config_map("cfg", json!({"mode": "ours"})), &[])],
+    )
+    .await;
+    pass(&graphs, "conflict", &ctx).await;
+
+    // Another manager forces its own value of a field we own.
+    let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"mode": "theirs"}});
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    cms.patch(
+        "cfg",
+        &PatchParams::apply("intruder").force(),
+        &Patch::Apply(&theirs),
+    )
+    .await
+    .expect("intruder");
+
+    // A new render changes the field: without Force the apply conflicts.
+    let set_nodes = |policy: ConflictPolicy| {
+        let mut n = node("cfg", config_map("cfg", json!({"mode": "new"})), &[]);
+        n.apply_policy.conflict_policy = policy;
+        json!({"spec": {"nodes": [n]}})
+    };
+    graphs
+        .patch(
+            "conflict",
+            &PatchParams::default(),
+            &Patch::Merge(set_nodes(ConflictPolicy::Error)),
+        )
+        .await
+        .expect("update");
+    let (graph, _) = pass(&graphs, "conflict", &ctx).await;
+    assert_eq!(phase_of(&graph, "cfg"), Some(NodePhase::Failed));
+    assert!(
+        message_of(&graph, "cfg").contains("conflict with another field manager"),
+        "{}",
+        message_of(&graph, "cfg")
+    );
+    assert!(message_of(&graph, "cfg").contains("conflictPolicy Force"));
+    assert_eq!(
+        cms.get("cfg").await.expect("cm").data.expect("data")["mode"],
+        "theirs"
+    );
+
+    graphs
+        .patch(
+            "conflict",
+            &PatchParams::default(),
+            &Patch::Merge(set_nodes(ConflictPolicy::Force)),
+        )
+        .await
+        .expect("update");
+    let (graph, _) = pass(&graphs, "conflict", &ctx).await;
+    assert_eq!(phase_of(&graph, "cfg"), Some(NodePhase::Ready));
+    assert_eq!(
+        cms.get("cfg").await.expect("cm").data.expect("data")["mode"],
+        "new"
+    );
+}
