@@ -10,6 +10,7 @@
 
 mod apply;
 mod reconcile;
+mod remove;
 mod scope;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use pequod_api::ResourceGraph;
 use tracing::Instrument as _;
 
 pub use reconcile::reconcile;
+pub use remove::ANNOTATION_PRUNE;
 pub use scope::Scope;
 
 /// Label on every object Pequod applies: the owning graph's name.
@@ -31,6 +33,8 @@ pub const LABEL_GRAPH: &str = "platform.pequod.io/graph";
 pub const LABEL_GRAPH_NAMESPACE: &str = "platform.pequod.io/graph-namespace";
 /// Label on every object Pequod applies: the node id.
 pub const LABEL_NODE: &str = "platform.pequod.io/node";
+/// Finalizer on every ResourceGraph the executor has started: teardown runs before it goes.
+pub const FINALIZER: &str = "platform.pequod.io/executor";
 /// Annotation with the owning graph's UID: labels can be copied, the UID says it is ours.
 pub const ANNOTATION_GRAPH_UID: &str = "platform.pequod.io/graph-uid";
 

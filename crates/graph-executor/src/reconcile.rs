@@ -1,6 +1,6 @@
 //! One reconcile of a ResourceGraph: validate → observe → plan → record → apply → status.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt as _;
@@ -17,7 +17,7 @@ use pequod_graph::{Dag, NodeSpec, NodeState, Readiness};
 use serde_json::Value;
 
 use crate::apply::{self, Owner, Resolver, Served};
-use crate::{Context, Error};
+use crate::{Context, Error, FINALIZER, remove};
 
 /// Everything learned about one node before planning.
 struct Observed {
@@ -76,12 +76,18 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     let old_status = graph.status.clone().unwrap_or_default();
     let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), &namespace);
 
+    if graph.metadata.deletion_timestamp.is_some() {
+        return teardown(&graph, &ctx, &graphs, &uid, old_status).await;
+    }
     let (dag, mut observed) = match validate(&graph, &ctx, &namespace, &owner).await? {
         Ok(valid) => valid,
         Err((reason, message)) => {
             return stalled(&graphs, &graph, old_status, reason, &message).await;
         }
     };
+    // Before anything is recorded or applied, so a deletion always finds its inventory.
+    ensure_finalizer(&graphs, &graph).await?;
+
     let previous: HashMap<&str, &NodeStatus> = old_status
         .nodes
         .iter()
@@ -131,6 +137,13 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
         &unserved,
         &mut inventory,
     );
+    let converged = results.iter().all(|(_, r)| r.is_ok())
+        && plan.blocked.is_empty()
+        && unserved.is_empty()
+        && nodes
+            .iter()
+            .all(|n| matches!(n.phase, NodePhase::Ready | NodePhase::Applied));
+    let (inventory, pruning) = prune(&ctx, &dag, inventory, &uid, converged).await;
     let mut new_status = ResourceGraphStatus {
         nodes,
         inventory,
@@ -139,6 +152,7 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     };
     let action = summarize(
         &mut new_status,
+        pruning,
         ready,
         failed,
         graph.spec.nodes.len(),
@@ -406,6 +420,7 @@ fn node_statuses(
 /// Status: conditions and phase from the node counts; the action says when to look again.
 fn summarize(
     status: &mut ResourceGraphStatus,
+    pruning: Option<String>,
     ready: usize,
     failed: usize,
     total: usize,
@@ -413,7 +428,17 @@ fn summarize(
     ctx: &Context,
 ) -> Action {
     let time = now();
-    let (phase, action) = if ready == total {
+    let (phase, action) = if let Some(message) = pruning.filter(|_| failed == 0) {
+        let summary = Summary::Reconciling {
+            reason: "Pruning",
+            message: &message,
+        };
+        conditions::summarize(&mut status.conditions, summary, generation, &time);
+        (
+            GraphPhase::Progressing,
+            Action::requeue(ctx.config.progress_requeue),
+        )
+    } else if ready == total {
         let summary = Summary::Ready {
             reason: "AllNodesReady",
             message: &format!("{ready}/{total} nodes ready"),
@@ -453,6 +478,140 @@ fn summarize(
     };
     status.phase = Some(phase);
     action
+}
+
+/// Prune: once every current node is applied, remove the next wave of inventory entries that
+/// no node renders any more. Returns the inventory and, while pruning, what is going on.
+async fn prune(
+    ctx: &Context,
+    dag: &Dag,
+    inventory: Vec<InventoryEntry>,
+    uid: &str,
+    converged: bool,
+) -> (Vec<InventoryEntry>, Option<String>) {
+    let rendered: HashSet<(String, String, Option<String>, String)> = dag
+        .nodes()
+        .iter()
+        .map(|n| {
+            (
+                n.object.group.clone(),
+                n.object.kind.clone(),
+                n.object.namespace.clone(),
+                n.object.name.clone(),
+            )
+        })
+        .collect();
+    let (current, stale): (Vec<InventoryEntry>, Vec<InventoryEntry>) =
+        inventory.into_iter().partition(|e| {
+            let group = pequod_graph::ObjectKey::group_of(&e.api_version).to_owned();
+            rendered.contains(&(group, e.kind.clone(), e.namespace.clone(), e.name.clone()))
+        });
+    if stale.is_empty() {
+        return (current, None);
+    }
+    if !converged {
+        // An apply error or an unfinished apply stops prune: the replacement must exist first.
+        let mut all = current;
+        all.extend(stale);
+        return (all, None);
+    }
+    let mut resolver = Resolver::new(ctx.client.clone());
+    let removal = remove::remove_next_wave(&ctx.client, &mut resolver, stale, uid).await;
+    let message = if removal.errors.is_empty() {
+        format!("{} stale objects left to prune", removal.remaining.len())
+    } else {
+        format!("prune failed, will retry: {}", removal.errors.join("; "))
+    };
+    let pruning = (!removal.remaining.is_empty()).then_some(message);
+    let mut all = current;
+    all.extend(removal.remaining);
+    (all, pruning)
+}
+
+/// Teardown: remove the stored inventory wave by wave (never re-rendering), then release the
+/// finalizer.
+async fn teardown(
+    graph: &ResourceGraph,
+    ctx: &Context,
+    graphs: &Api<ResourceGraph>,
+    uid: &str,
+    old_status: ResourceGraphStatus,
+) -> Result<Action, Error> {
+    if !graph.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let mut resolver = Resolver::new(ctx.client.clone());
+    let removal = remove::remove_next_wave(
+        &ctx.client,
+        &mut resolver,
+        old_status.inventory.clone(),
+        uid,
+    )
+    .await;
+    if removal.remaining.is_empty() {
+        let finalizers = graph
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        set_finalizers(graphs, graph, finalizers).await?;
+        return Ok(Action::await_change());
+    }
+    let message = if removal.errors.is_empty() {
+        format!("deleting: {} objects left", removal.remaining.len())
+    } else {
+        format!("deleting, will retry: {}", removal.errors.join("; "))
+    };
+    let mut status = ResourceGraphStatus {
+        inventory: removal.remaining,
+        phase: Some(GraphPhase::Deleting),
+        ..old_status.clone()
+    };
+    let summary = Summary::Reconciling {
+        reason: "Deleting",
+        message: &message,
+    };
+    conditions::summarize(
+        &mut status.conditions,
+        summary,
+        graph.metadata.generation,
+        &now(),
+    );
+    write_status(graphs, &graph.name_any(), &old_status, status).await?;
+    let wait = if removal.errors.is_empty() {
+        ctx.config.progress_requeue
+    } else {
+        std::time::Duration::from_secs(10)
+    };
+    Ok(Action::requeue(wait))
+}
+
+async fn ensure_finalizer(graphs: &Api<ResourceGraph>, graph: &ResourceGraph) -> Result<(), Error> {
+    if graph.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = graph.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    set_finalizers(graphs, graph, finalizers).await
+}
+
+/// Sets the finalizer list, conditional on the version read (a concurrent change retries).
+async fn set_finalizers(
+    graphs: &Api<ResourceGraph>,
+    graph: &ResourceGraph,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": graph.resource_version()}});
+    graphs
+        .patch(
+            &graph.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::Record)?;
+    Ok(())
 }
 
 /// Applies one node according to its policy; the error text says what a user can do.

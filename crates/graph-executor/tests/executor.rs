@@ -451,3 +451,127 @@ async fn a_conflict_fails_under_error_and_is_taken_over_under_force() {
         "new"
     );
 }
+
+async fn drive_until_ready(
+    graphs: &Api<ResourceGraph>,
+    name: &str,
+    ctx: &Arc<Context>,
+) -> ResourceGraph {
+    for _ in 0..10 {
+        let (graph, _) = pass(graphs, name, ctx).await;
+        if graph.status.as_ref().and_then(|s| s.phase) == Some(GraphPhase::Ready) {
+            return graph;
+        }
+    }
+    panic!("{name} did not become Ready in 10 passes");
+}
+
+fn is_ours(cm: &ConfigMap) -> bool {
+    cm.labels().contains_key(pequod_graph_executor::LABEL_GRAPH)
+        || cm
+            .annotations()
+            .contains_key(pequod_graph_executor::ANNOTATION_GRAPH_UID)
+}
+
+#[tokio::test]
+async fn removed_nodes_are_pruned_except_protected_and_orphaned_ones() {
+    let (client, ns, ctx) = setup("prune").await;
+    let mut orphan = node("orphan", config_map("orphan", json!({})), &[]);
+    orphan.apply_policy.deletion_policy = pequod_api::DeletionPolicy::Orphan;
+    let all = vec![
+        node("keep", config_map("keep", json!({})), &[]),
+        node("drop", config_map("drop", json!({})), &["keep"]),
+        node("protect", config_map("protect", json!({})), &[]),
+        orphan,
+    ];
+    let graphs = create_graph(&client, &ns, "prune", all).await;
+    drive_until_ready(&graphs, "prune", &ctx).await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let protect =
+        json!({"metadata": {"annotations": {pequod_graph_executor::ANNOTATION_PRUNE: "disabled"}}});
+    cms.patch("protect", &PatchParams::default(), &Patch::Merge(&protect))
+        .await
+        .expect("annotate");
+
+    let keep_only = json!({"spec": {"nodes": [node("keep", config_map("keep", json!({})), &[])]}});
+    graphs
+        .patch("prune", &PatchParams::default(), &Patch::Merge(&keep_only))
+        .await
+        .expect("update");
+    let graph = drive_until_ready(&graphs, "prune", &ctx).await;
+
+    assert_eq!(
+        names(&client, &ns).await,
+        ["keep", "orphan", "protect"],
+        "drop was pruned"
+    );
+    assert!(
+        !is_ours(&cms.get("protect").await.expect("cm")),
+        "protected object released"
+    );
+    assert!(
+        !is_ours(&cms.get("orphan").await.expect("cm")),
+        "orphaned object released"
+    );
+    assert!(is_ours(&cms.get("keep").await.expect("cm")));
+    let inventory: Vec<&str> = graph
+        .status
+        .as_ref()
+        .expect("status")
+        .inventory
+        .iter()
+        .map(|e| e.id.as_str())
+        .collect();
+    assert_eq!(inventory, ["keep"]);
+}
+
+#[tokio::test]
+async fn deleting_a_graph_tears_down_in_reverse_order_then_releases_the_finalizer() {
+    let (client, ns, ctx) = setup("teardown").await;
+    let mut orphan = node("orphan", config_map("orphan", json!({})), &[]);
+    orphan.apply_policy.deletion_policy = pequod_api::DeletionPolicy::Orphan;
+    let nodes = vec![
+        node("a", config_map("a", json!({})), &[]),
+        node("b", config_map("b", json!({})), &["a"]),
+        node("c", config_map("c", json!({})), &["b"]),
+        orphan,
+    ];
+    let graphs = create_graph(&client, &ns, "teardown", nodes).await;
+    let graph = drive_until_ready(&graphs, "teardown", &ctx).await;
+    assert!(
+        graph
+            .finalizers()
+            .iter()
+            .any(|f| f == pequod_graph_executor::FINALIZER)
+    );
+
+    graphs
+        .delete("teardown", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete accepted");
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let Some(graph) = graphs.get_opt("teardown").await.expect("get") else {
+            break;
+        };
+        reconcile(Arc::new(graph), ctx.clone())
+            .await
+            .expect("reconcile");
+        seen.push(names(&client, &ns).await);
+    }
+    assert!(
+        graphs.get_opt("teardown").await.expect("get").is_none(),
+        "finalizer released, graph gone"
+    );
+    assert_eq!(
+        seen,
+        [
+            vec!["a".to_owned(), "b".into(), "orphan".into()],
+            vec!["a".to_owned(), "orphan".into()],
+            vec!["orphan".to_owned()],
+        ],
+        "one level per pass, dependents first; the orphan stays"
+    );
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    assert!(!is_ours(&cms.get("orphan").await.expect("orphan kept")));
+}
