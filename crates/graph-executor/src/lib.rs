@@ -12,6 +12,7 @@ mod apply;
 mod reconcile;
 mod remove;
 mod scope;
+mod watches;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,27 @@ pub struct Context {
     pub client: Client,
     /// Configuration.
     pub config: Config,
+    /// Watches of the managed kinds; `None` when reconciles are driven by hand (tests).
+    pub watches: Option<watches::Watches>,
+}
+
+impl Context {
+    /// A context without watches: reconciles run only when called.
+    pub fn new(client: Client, config: Config) -> Self {
+        Self {
+            client,
+            config,
+            watches: None,
+        }
+    }
+
+    /// Kinds watched for readiness events.
+    pub fn watched_kinds(&self) -> Vec<String> {
+        self.watches
+            .as_ref()
+            .map(watches::Watches::watched)
+            .unwrap_or_default()
+    }
 }
 
 /// Errors of one reconcile, by pipeline step.
@@ -105,8 +127,15 @@ pub fn error_policy(graph: Arc<ResourceGraph>, error: &Error, _ctx: Arc<Context>
 /// Runs the executor until the stream of ResourceGraphs ends.
 pub async fn run(client: Client, config: Config) {
     let graphs = Api::<ResourceGraph>::all(client.clone());
-    let context = Arc::new(Context { client, config });
+    let (triggers, triggered) = futures::channel::mpsc::unbounded();
+    let watches = watches::Watches::new(client.clone(), triggers);
+    let context = Arc::new(Context {
+        client,
+        config,
+        watches: Some(watches),
+    });
     Controller::new(graphs, watcher::Config::default())
+        .reconcile_on(triggered)
         .run(
             |graph, ctx| {
                 let span = tracing::info_span!(

@@ -87,6 +87,7 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     };
     // Before anything is recorded or applied, so a deletion always finds its inventory.
     ensure_finalizer(&graphs, &graph).await?;
+    watch_kinds(&ctx, (&namespace, &name), &observed);
 
     let previous: HashMap<&str, &NodeStatus> = old_status
         .nodes
@@ -549,6 +550,12 @@ async fn teardown(
     )
     .await;
     if removal.remaining.is_empty() {
+        if let Some(watches) = &ctx.watches {
+            watches.set_kinds(
+                (&graph.namespace().unwrap_or_default(), &graph.name_any()),
+                &[],
+            );
+        }
         let finalizers = graph
             .finalizers()
             .iter()
@@ -585,6 +592,17 @@ async fn teardown(
         std::time::Duration::from_secs(10)
     };
     Ok(Action::requeue(wait))
+}
+
+/// Keeps the watches in line with the kinds this graph uses now.
+fn watch_kinds(ctx: &Context, graph: (&str, &str), observed: &[Observed]) {
+    if let Some(watches) = &ctx.watches {
+        let kinds: Vec<_> = observed
+            .iter()
+            .filter_map(|o| o.served.as_ref().map(|s| s.resource.clone()))
+            .collect();
+        watches.set_kinds(graph, &kinds);
+    }
 }
 
 async fn ensure_finalizer(graphs: &Api<ResourceGraph>, graph: &ResourceGraph) -> Result<(), Error> {

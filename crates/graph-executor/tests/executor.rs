@@ -23,10 +23,7 @@ async fn setup(prefix: &str) -> (Client, String, Arc<Context>) {
         .await
         .expect("CRDs");
     let ns = env.create_namespace(&client, prefix).await;
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        config: Config::default(),
-    });
+    let ctx = Arc::new(Context::new(client.clone(), Config::default()));
     (client, ns, ctx)
 }
 
@@ -320,16 +317,17 @@ async fn invalid_or_out_of_scope_graphs_stall_before_any_write() {
     assert!(namespaces.get_opt("sneaky").await.expect("get").is_none());
 
     // The same cluster-scoped graph is applied when the operator allows it.
-    let allowing = Arc::new(Context {
-        client: client.clone(),
-        config: Config {
-            scope: Scope {
-                allow_cluster_scoped: true,
-                extra_namespaces: Vec::new(),
-            },
+    let scope = Scope {
+        allow_cluster_scoped: true,
+        extra_namespaces: Vec::new(),
+    };
+    let allowing = Arc::new(Context::new(
+        client.clone(),
+        Config {
+            scope,
             ..Config::default()
         },
-    });
+    ));
     let graphs = Api::<ResourceGraph>::namespaced(client.clone(), &ns);
     pass(&graphs, "cluster-scoped", &allowing).await;
     assert!(namespaces.get_opt("sneaky").await.expect("get").is_some());

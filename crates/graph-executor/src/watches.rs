@@ -1,0 +1,139 @@
+//! Event-driven readiness: one metadata watch per kind that graphs manage, filtered to objects
+//! carrying Pequod's graph label, added when a graph starts using a kind and dropped when no
+//! graph does. Every event is mapped back to the owning graph (from the labels) and triggers
+//! its reconcile at once, so a dependency becoming ready is noticed without polling.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use futures::StreamExt as _;
+use futures::channel::mpsc::UnboundedSender;
+use kube::api::{Api, DynamicObject};
+use kube::core::ApiResource;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt as _};
+use pequod_api::ResourceGraph;
+
+use crate::{LABEL_GRAPH, LABEL_GRAPH_NAMESPACE};
+
+/// Key of a watched kind.
+type Kind = (String, String, String);
+
+fn kind_of(resource: &ApiResource) -> Kind {
+    (
+        resource.group.clone(),
+        resource.version.clone(),
+        resource.kind.clone(),
+    )
+}
+
+struct Watch {
+    users: BTreeSet<(String, String)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The set of running watches, shared by all reconciles.
+pub struct Watches {
+    client: Client,
+    triggers: UnboundedSender<ObjectRef<ResourceGraph>>,
+    running: Mutex<HashMap<Kind, Watch>>,
+}
+
+impl Watches {
+    /// Watches that send graph references to `triggers`.
+    pub fn new(client: Client, triggers: UnboundedSender<ObjectRef<ResourceGraph>>) -> Self {
+        Self {
+            client,
+            triggers,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records that `graph` (namespace, name) uses exactly `kinds` now: starts watches for new
+    /// kinds, and stops those no graph uses any more.
+    pub fn set_kinds(&self, graph: (&str, &str), kinds: &[ApiResource]) {
+        let Ok(mut running) = self.running.lock() else {
+            return;
+        };
+        let user = (graph.0.to_owned(), graph.1.to_owned());
+        let wanted: HashMap<Kind, &ApiResource> = kinds.iter().map(|r| (kind_of(r), r)).collect();
+        for (kind, watch) in running.iter_mut() {
+            if !wanted.contains_key(kind) {
+                watch.users.remove(&user);
+            }
+        }
+        running.retain(|kind, watch| {
+            let keep = !watch.users.is_empty();
+            if !keep {
+                tracing::debug!(kind = ?kind, "dropping watch");
+                watch.task.abort();
+            }
+            keep
+        });
+        for (kind, resource) in wanted {
+            running
+                .entry(kind)
+                .or_insert_with(|| Watch {
+                    users: BTreeSet::new(),
+                    task: self.spawn(resource.clone()),
+                })
+                .users
+                .insert(user.clone());
+        }
+    }
+
+    /// Kinds currently watched.
+    pub fn watched(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .map(|r| r.keys().map(|(g, v, k)| format!("{k}.{v}.{g}")).collect())
+            .unwrap_or_default()
+    }
+
+    fn spawn(&self, resource: ApiResource) -> tokio::task::JoinHandle<()> {
+        let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(self.client.clone(), &resource);
+        let triggers = self.triggers.clone();
+        let config = watcher::Config::default().labels(LABEL_GRAPH);
+        tracing::debug!(kind = %resource.kind, "starting watch");
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+            while let Some(event) = events.next().await {
+                let objects = match event {
+                    Ok(Event::Apply(object) | Event::Delete(object) | Event::InitApply(object)) => {
+                        vec![object]
+                    }
+                    Ok(_) => continue,
+                    Err(error) => {
+                        // The watcher backs off and resumes by itself.
+                        tracing::debug!(%error, kind = %resource.kind, "watch error");
+                        continue;
+                    }
+                };
+                for object in objects {
+                    let labels = object.labels();
+                    if let (Some(name), Some(namespace)) =
+                        (labels.get(LABEL_GRAPH), labels.get(LABEL_GRAPH_NAMESPACE))
+                    {
+                        let graph = ObjectRef::<ResourceGraph>::new(name).within(namespace);
+                        if triggers.unbounded_send(graph).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        if let Ok(running) = self.running.lock() {
+            for watch in running.values() {
+                watch.task.abort();
+            }
+        }
+    }
+}

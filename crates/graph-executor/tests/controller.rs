@@ -1,0 +1,118 @@
+//! The executor as a running controller: readiness changes of managed objects reach the owning
+//! graph through watches, not polling (the requeue interval here is an hour).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use pequod_api::{
+    ApplyPolicy, GraphModule, GraphNode, ReadyRule, ReadyRuleType, ResourceGraph,
+    ResourceGraphSpec, SourceRef,
+};
+use pequod_graph_executor::Config;
+use pequod_testenv::{Profile, shared};
+use serde_json::json;
+
+async fn wait_for<F, Fut>(what: &str, limit: Duration, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dependency_becoming_ready_triggers_its_dependent_without_polling() {
+    let env = shared(Profile::Minimal);
+    let client = env.client();
+    pequod_testenv::install_crds(&client, &pequod_api::crd::all())
+        .await
+        .expect("CRDs");
+    let ns = env.create_namespace(&client, "events").await;
+    let config = Config {
+        progress_requeue: Duration::from_secs(3600),
+        ..Config::default()
+    };
+    let controller = tokio::spawn(pequod_graph_executor::run(client.clone(), config));
+
+    let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
+    let gate = GraphNode {
+        id: "gate".into(),
+        object: cm("gate"),
+        depends_on: Vec::new(),
+        ready_when: vec![ReadyRule {
+            rule_type: ReadyRuleType::FieldEquals,
+            condition_type: None,
+            condition_status: None,
+            path: Some("data.ready".into()),
+            value: Some("yes".into()),
+        }],
+        apply_policy: ApplyPolicy::default(),
+    };
+    let app = GraphNode {
+        id: "app".into(),
+        object: cm("app"),
+        depends_on: vec!["gate".into()],
+        ready_when: Vec::new(),
+        apply_policy: ApplyPolicy::default(),
+    };
+    let graph = ResourceGraph::new(
+        "events",
+        ResourceGraphSpec {
+            source_ref: SourceRef {
+                api_version: "platform.pequod.io/v1alpha1".into(),
+                kind: "Transform".into(),
+                name: "events".into(),
+            },
+            revision: 1,
+            render_hash: "sha256:test".into(),
+            module: GraphModule {
+                reference: "test".into(),
+                digest: "sha256:test".into(),
+            },
+            service_account_name: None,
+            drift_policy: pequod_api::DriftPolicy::Correct,
+            nodes: vec![gate, app],
+        },
+    );
+    Api::<ResourceGraph>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &graph)
+        .await
+        .expect("graph");
+
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    wait_for("the gate is applied", Duration::from_secs(60), || async {
+        cms.get_opt("gate").await.ok().flatten().is_some()
+    })
+    .await;
+    // Give the executor time to settle on "app waits for gate"; with an hour of requeue, only
+    // an event can move it on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        cms.get_opt("app").await.expect("get").is_none(),
+        "app must wait for the gate"
+    );
+
+    let ready = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gate"}, "data": {"ready": "yes"}});
+    cms.patch(
+        "gate",
+        &PatchParams::apply("gatekeeper"),
+        &Patch::Apply(&ready),
+    )
+    .await
+    .expect("gate ready");
+    wait_for(
+        "the dependent is applied after the gate's readiness event",
+        Duration::from_secs(30),
+        || async { cms.get_opt("app").await.ok().flatten().is_some() },
+    )
+    .await;
+    controller.abort();
+}
