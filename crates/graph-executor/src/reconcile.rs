@@ -10,8 +10,8 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use pequod_api::conditions::{self, Summary};
 use pequod_api::{
-    ApplyMode, ConflictPolicy, GraphNode, GraphPhase, InventoryEntry, NodePhase, NodeStatus,
-    ObjectRef, ReadyRule, ReadyRuleType, ResourceGraph, ResourceGraphStatus,
+    ApplyMode, ConflictPolicy, DriftPolicy, GraphNode, GraphPhase, InventoryEntry, NodePhase,
+    NodeStatus, ObjectRef, ReadyRule, ReadyRuleType, ResourceGraph, ResourceGraphStatus,
 };
 use pequod_graph::{Dag, NodeSpec, NodeState, Readiness};
 use serde_json::Value;
@@ -26,6 +26,8 @@ struct Observed {
     desired: Value,
     hash: String,
     live: Option<kube::api::DynamicObject>,
+    /// Desired fields another manager changed (JSON pointers).
+    drift: Vec<String>,
 }
 
 fn now() -> Time {
@@ -145,6 +147,7 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
             .iter()
             .all(|n| matches!(n.phase, NodePhase::Ready | NodePhase::Applied));
     let (inventory, pruning) = prune(&ctx, &dag, inventory, &uid, converged).await;
+    let drift = drift_report(&graph, &observed);
     let mut new_status = ResourceGraphStatus {
         nodes,
         inventory,
@@ -160,6 +163,7 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
         generation,
         &ctx,
     );
+    mark_drift(&mut new_status, drift.as_deref(), generation);
     write_status(&graphs, &name, &old_status, new_status).await?;
     Ok(action)
 }
@@ -192,7 +196,10 @@ async fn validate(
             .and_then(Value::as_str);
         let resolved_namespace =
             namespaced.then(|| object_namespace.unwrap_or(namespace).to_owned());
-        let desired = apply::desired(&node.object, &node.id, resolved_namespace.as_deref(), owner);
+        let mut desired =
+            apply::desired(&node.object, &node.id, resolved_namespace.as_deref(), owner);
+        // Fields left to other managers (an HPA's replicas) are never applied.
+        pequod_graph::remove_fields(&mut desired, &node.apply_policy.ignore_fields);
         let spec = match NodeSpec::from_object(&node.id, &desired, node.depends_on.clone()) {
             Ok(spec) => spec,
             Err(e) => {
@@ -214,6 +221,7 @@ async fn validate(
             desired,
             hash,
             live: None,
+            drift: Vec::new(),
         });
         specs.push(spec);
     }
@@ -243,10 +251,18 @@ async fn observe(
             == Some(seen.hash.as_str());
         if let (Some(live), true) = (&seen.live, applied) {
             let live = serde_json::to_value(live).unwrap_or_default();
-            states.insert(
-                node.id.clone(),
-                NodeState::Applied(pequod_graph::evaluate(&ready_rules(node), &live)),
-            );
+            if node.apply_policy.mode != ApplyMode::Create {
+                seen.drift = pequod_graph::drifted_fields(
+                    &seen.desired,
+                    &live,
+                    &node.apply_policy.ignore_fields,
+                );
+            }
+            if seen.drift.is_empty() || graph.spec.drift_policy == DriftPolicy::Report {
+                let readiness = pequod_graph::evaluate(&ready_rules(node), &live);
+                states.insert(node.id.clone(), NodeState::Applied(readiness));
+            }
+            // Under `Correct`, a drifted node stays pending and is applied again (forced).
         } else if let Some(failure) = previous
             .get(node.id.as_str())
             .filter(|p| is_apply_failure(p))
@@ -594,6 +610,43 @@ async fn teardown(
     Ok(Action::requeue(wait))
 }
 
+/// Drift left in place under `Report`, named by object and field.
+fn drift_report(graph: &ResourceGraph, observed: &[Observed]) -> Option<String> {
+    if graph.spec.drift_policy != DriftPolicy::Report {
+        return None;
+    }
+    let items: Vec<String> = observed
+        .iter()
+        .filter(|o| !o.drift.is_empty())
+        .map(|o| {
+            let kind = o.desired["kind"].as_str().unwrap_or_default();
+            let name = o.desired["metadata"]["name"].as_str().unwrap_or_default();
+            format!("{kind} {name}: {}", o.drift.join(", "))
+        })
+        .collect();
+    (!items.is_empty()).then(|| format!("changed by another manager: {}", items.join("; ")))
+}
+
+/// `Drifted=True` while reported drift remains; absent otherwise.
+fn mark_drift(status: &mut ResourceGraphStatus, drift: Option<&str>, generation: Option<i64>) {
+    match drift {
+        Some(message) => {
+            conditions::set(
+                &mut status.conditions,
+                conditions::types::DRIFTED,
+                conditions::Status::True,
+                "DriftDetected",
+                message,
+                generation,
+                &now(),
+            );
+        }
+        None => {
+            conditions::remove(&mut status.conditions, conditions::types::DRIFTED);
+        }
+    }
+}
+
 /// Keeps the watches in line with the kinds this graph uses now.
 fn watch_kinds(ctx: &Context, graph: (&str, &str), observed: &[Observed]) {
     if let Some(watches) = &ctx.watches {
@@ -658,7 +711,9 @@ async fn apply_node(
             ApplyMode::Apply | ApplyMode::Adopt => {}
         }
     }
-    let force = node.apply_policy.conflict_policy == ConflictPolicy::Force;
+    // Correcting drift takes back fields another manager took from us.
+    let force =
+        node.apply_policy.conflict_policy == ConflictPolicy::Force || !seen.drift.is_empty();
     apply::server_side_apply(&api, name, &seen.desired, force).await.map_err(|e| match e {
         kube::Error::Api(status) if status.code == 409 => format!(
             "conflict with another field manager: {}; set applyPolicy.conflictPolicy Force to take the fields over",

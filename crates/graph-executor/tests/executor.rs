@@ -573,3 +573,90 @@ async fn deleting_a_graph_tears_down_in_reverse_order_then_releases_the_finalize
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
     assert!(!is_ours(&cms.get("orphan").await.expect("orphan kept")));
 }
+
+#[tokio::test]
+async fn drift_is_corrected_or_reported_and_ignored_fields_are_left_alone() {
+    let (client, ns, ctx) = setup("drift").await;
+    let mut scaled = node(
+        "scaled",
+        config_map("scaled", json!({"replicas": "2", "mode": "ours"})),
+        &[],
+    );
+    scaled.apply_policy.ignore_fields = vec!["/data/replicas".into()];
+    let graphs = create_graph(
+        &client,
+        &ns,
+        "drift",
+        vec![
+            node("cfg", config_map("cfg", json!({"k": "ours"})), &[]),
+            scaled,
+        ],
+    )
+    .await;
+    drive_until_ready(&graphs, "drift", &ctx).await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let data = |cm: ConfigMap| cm.data.unwrap_or_default();
+    assert!(
+        !data(cms.get("scaled").await.expect("cm")).contains_key("replicas"),
+        "ignored fields are not applied"
+    );
+
+    // Someone edits a field we own (an Update, like `kubectl edit`), and sets the ignored one.
+    let edit = |k: &str| json!({"data": {"k": k}});
+    cms.patch(
+        "cfg",
+        &PatchParams::default(),
+        &Patch::Merge(edit("theirs")),
+    )
+    .await
+    .expect("edit");
+    cms.patch(
+        "scaled",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"replicas": "7"}})),
+    )
+    .await
+    .expect("hpa");
+
+    // Correct (the default): reverted on the next pass; the ignored field stays theirs.
+    let (graph, _) = pass(&graphs, "drift", &ctx).await;
+    assert_eq!(data(cms.get("cfg").await.expect("cm"))["k"], "ours");
+    assert_eq!(data(cms.get("scaled").await.expect("cm"))["replicas"], "7");
+    assert!(
+        pequod_api::conditions::find(&graph.status.expect("status").conditions, "Drifted")
+            .is_none()
+    );
+
+    // Report: left as is, with a Drifted condition naming the object and field.
+    graphs
+        .patch(
+            "drift",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"driftPolicy": "Report"}})),
+        )
+        .await
+        .expect("policy");
+    cms.patch(
+        "cfg",
+        &PatchParams::default(),
+        &Patch::Merge(edit("theirs-again")),
+    )
+    .await
+    .expect("edit");
+    let (graph, _) = pass(&graphs, "drift", &ctx).await;
+    assert_eq!(data(cms.get("cfg").await.expect("cm"))["k"], "theirs-again");
+    let status = graph.status.expect("status");
+    let drifted =
+        pequod_api::conditions::find(&status.conditions, "Drifted").expect("Drifted condition");
+    assert_eq!(drifted.status, "True");
+    assert!(
+        drifted.message.contains("ConfigMap cfg: /data/k"),
+        "{}",
+        drifted.message
+    );
+    assert!(
+        !drifted.message.contains("replicas"),
+        "ignored fields are not drift: {}",
+        drifted.message
+    );
+}
