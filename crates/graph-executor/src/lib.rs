@@ -68,6 +68,8 @@ pub struct Context {
     pub config: Config,
     /// Watches of the managed kinds; `None` when reconciles are driven by hand (tests).
     pub watches: Option<watches::Watches>,
+    /// Retry delays of failing graphs.
+    pub backoff: Backoff,
 }
 
 impl Context {
@@ -77,6 +79,7 @@ impl Context {
             client,
             config,
             watches: None,
+            backoff: Backoff::default(),
         }
     }
 
@@ -113,15 +116,51 @@ impl Error {
     }
 }
 
-/// Retries transient errors with backoff (capped), waits long on permanent ones.
-#[allow(clippy::needless_pass_by_value)] // the signature kube-runtime calls
-pub fn error_policy(graph: Arc<ResourceGraph>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(graph = %kube::ResourceExt::name_any(graph.as_ref()), %error, "reconcile failed");
-    if error.is_permanent() {
-        Action::requeue(Duration::from_secs(300))
-    } else {
-        Action::requeue(Duration::from_secs(5))
+/// Consecutive failures per graph, for exponential backoff.
+#[derive(Default)]
+pub struct Backoff {
+    failures: std::sync::Mutex<std::collections::HashMap<(String, String), u32>>,
+}
+
+impl Backoff {
+    /// The delay before retrying after one more failure: 1 s doubling to 5 min, ±20 % jitter
+    /// so that many graphs failing together do not retry together.
+    pub fn next_delay(&self, key: (String, String)) -> Duration {
+        let attempt = self.failures.lock().map_or(1, |mut failures| {
+            let n = failures.entry(key).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        });
+        let base = Duration::from_secs(1).saturating_mul(1_u32 << attempt.saturating_sub(1).min(9));
+        let capped = base.min(Duration::from_secs(300));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let jitter = 0.8 + f64::from(nanos % 1000) / 1000.0 * 0.4;
+        capped.mul_f64(jitter)
     }
+
+    /// Forgets the failures of a graph that reconciled.
+    pub fn reset(&self, key: &(String, String)) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+}
+
+fn key_of(graph: &ResourceGraph) -> (String, String) {
+    (graph.namespace().unwrap_or_default(), graph.name_any())
+}
+
+/// Retries transient errors with exponential backoff and jitter; permanent ones wait for a
+/// change (the graph is already marked Stalled where that applies).
+#[allow(clippy::needless_pass_by_value)] // the signature kube-runtime calls
+pub fn error_policy(graph: Arc<ResourceGraph>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(graph = %graph.name_any(), %error, permanent = error.is_permanent(), "reconcile failed");
+    if error.is_permanent() {
+        return Action::await_change();
+    }
+    Action::requeue(ctx.backoff.next_delay(key_of(&graph)))
 }
 
 /// Runs the executor until the stream of ResourceGraphs ends.
@@ -133,6 +172,7 @@ pub async fn run(client: Client, config: Config) {
         client,
         config,
         watches: Some(watches),
+        backoff: Backoff::default(),
     });
     Controller::new(graphs, watcher::Config::default())
         .reconcile_on(triggered)
@@ -142,7 +182,15 @@ pub async fn run(client: Client, config: Config) {
                     "reconcile",
                     graph = %format!("{}/{}", graph.namespace().unwrap_or_default(), graph.name_any())
                 );
-                reconcile(graph, ctx).instrument(span)
+                async move {
+                    let key = key_of(&graph);
+                    let result = reconcile(graph, ctx.clone()).await;
+                    if result.is_ok() {
+                        ctx.backoff.reset(&key);
+                    }
+                    result
+                }
+                .instrument(span)
             },
             error_policy,
             context,
@@ -153,4 +201,23 @@ pub async fn run(client: Client, config: Config) {
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_a_cap_and_resets() {
+        let backoff = Backoff::default();
+        let key = ("ns".to_owned(), "g".to_owned());
+        let delays: Vec<Duration> = (0..12).map(|_| backoff.next_delay(key.clone())).collect();
+        let within =
+            |d: Duration, base: f64| d.as_secs_f64() >= base * 0.8 && d.as_secs_f64() <= base * 1.2;
+        assert!(within(delays[0], 1.0), "{delays:?}");
+        assert!(within(delays[3], 8.0), "{delays:?}");
+        assert!(within(delays[11], 300.0), "capped: {delays:?}");
+        backoff.reset(&key);
+        assert!(within(backoff.next_delay(key), 1.0));
+    }
 }
