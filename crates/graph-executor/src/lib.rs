@@ -61,15 +61,18 @@ impl Default for Config {
 }
 
 /// Shared by every reconcile.
+#[derive(Clone)]
 pub struct Context {
     /// The operator's client.
     pub client: Client,
     /// Configuration.
     pub config: Config,
     /// Watches of the managed kinds; `None` when reconciles are driven by hand (tests).
-    pub watches: Option<watches::Watches>,
+    pub watches: Option<Arc<watches::Watches>>,
     /// Retry delays of failing graphs.
-    pub backoff: Backoff,
+    pub backoff: Arc<Backoff>,
+    /// The operator's client configuration, from which impersonating clients are made.
+    pub kube_config: Option<kube::Config>,
 }
 
 impl Context {
@@ -79,15 +82,48 @@ impl Context {
             client,
             config,
             watches: None,
-            backoff: Backoff::default(),
+            backoff: Arc::default(),
+            kube_config: None,
         }
+    }
+
+    /// A context that can also impersonate ServiceAccounts (`serviceAccountName`).
+    pub fn from_config(kube_config: kube::Config, config: Config) -> Result<Self, kube::Error> {
+        let client = Client::try_from(kube_config.clone())?;
+        Ok(Self {
+            kube_config: Some(kube_config),
+            ..Self::new(client, config)
+        })
+    }
+
+    /// The context a graph's objects are handled in: the operator's own, or one whose client
+    /// impersonates `system:serviceaccount:<namespace>:<name>` so RBAC decides.
+    pub fn acting_for(
+        &self,
+        namespace: &str,
+        service_account: Option<&str>,
+    ) -> Result<Self, String> {
+        let Some(account) = service_account else {
+            return Ok(self.clone());
+        };
+        let Some(base) = &self.kube_config else {
+            return Err("serviceAccountName is set but the executor has no client configuration to impersonate with".into());
+        };
+        let mut config = base.clone();
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
+        let client = Client::try_from(config)
+            .map_err(|e| format!("cannot build an impersonating client: {e}"))?;
+        Ok(Self {
+            client,
+            ..self.clone()
+        })
     }
 
     /// Kinds watched for readiness events.
     pub fn watched_kinds(&self) -> Vec<String> {
         self.watches
             .as_ref()
-            .map(watches::Watches::watched)
+            .map(|w| w.watched())
             .unwrap_or_default()
     }
 }
@@ -164,16 +200,13 @@ pub fn error_policy(graph: Arc<ResourceGraph>, error: &Error, ctx: Arc<Context>)
 }
 
 /// Runs the executor until the stream of ResourceGraphs ends.
-pub async fn run(client: Client, config: Config) {
+pub async fn run(kube_config: kube::Config, config: Config) -> Result<(), kube::Error> {
+    let mut context = Context::from_config(kube_config, config)?;
+    let client = context.client.clone();
     let graphs = Api::<ResourceGraph>::all(client.clone());
     let (triggers, triggered) = futures::channel::mpsc::unbounded();
-    let watches = watches::Watches::new(client.clone(), triggers);
-    let context = Arc::new(Context {
-        client,
-        config,
-        watches: Some(watches),
-        backoff: Backoff::default(),
-    });
+    context.watches = Some(Arc::new(watches::Watches::new(client, triggers)));
+    let context = Arc::new(context);
     Controller::new(graphs, watcher::Config::default())
         .reconcile_on(triggered)
         .run(
@@ -201,6 +234,7 @@ pub async fn run(client: Client, config: Config) {
             }
         })
         .await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -78,6 +78,21 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     let old_status = graph.status.clone().unwrap_or_default();
     let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), &namespace);
 
+    // Everything below acts as the graph's ServiceAccount when it names one; the graph's own
+    // status is written by the operator.
+    let ctx = match ctx.acting_for(&namespace, graph.spec.service_account_name.as_deref()) {
+        Ok(acting) => Arc::new(acting),
+        Err(message) => {
+            return stalled(
+                &graphs,
+                &graph,
+                old_status,
+                "ImpersonationUnavailable",
+                &message,
+            )
+            .await;
+        }
+    };
     if graph.metadata.deletion_timestamp.is_some() {
         return teardown(&graph, &ctx, &graphs, &uid, old_status).await;
     }
@@ -98,27 +113,7 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
         .collect();
     let states = observe(&graph, &ctx, &mut observed, &previous).await?;
 
-    // Plan; nodes whose kind is not served yet wait instead of being applied.
-    let plan = pequod_graph::plan(&dag, &states);
-    let index: HashMap<&str, usize> = graph
-        .spec
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.id.as_str(), i))
-        .collect();
-    let retry = plan.failed.iter().filter(|id| {
-        previous
-            .get(id.as_str())
-            .is_some_and(|p| is_apply_failure(p))
-    });
-    let (to_apply, unserved): (Vec<usize>, Vec<usize>) = plan
-        .apply
-        .iter()
-        .chain(retry)
-        .map(|id| index[id.as_str()])
-        .partition(|&i| observed[i].served.is_some());
-
+    let (plan, to_apply, unserved) = schedule(&graph, &dag, &states, &observed, &previous);
     let mut inventory = record(
         &graphs,
         &name,
@@ -244,7 +239,15 @@ async fn observe(
         let object_name = seen.desired["metadata"]["name"]
             .as_str()
             .unwrap_or_default();
-        seen.live = api.get_opt(object_name).await.map_err(Error::Observe)?;
+        seen.live = match api.get_opt(object_name).await {
+            Ok(live) => live,
+            Err(kube::Error::Api(refused)) if refused.code == 403 => {
+                let message = format!("forbidden to read {object_name}: {}", refused.message);
+                states.insert(node.id.clone(), NodeState::Failed(message));
+                continue;
+            }
+            Err(e) => return Err(Error::Observe(e)),
+        };
         let applied = previous
             .get(node.id.as_str())
             .and_then(|p| p.applied_hash.as_deref())
@@ -275,6 +278,37 @@ async fn observe(
         }
     }
     Ok(states)
+}
+
+/// Plan, then pick the node indices to apply now (including failed applies to retry) and
+/// those that wait because their kind is not served yet.
+fn schedule(
+    graph: &ResourceGraph,
+    dag: &Dag,
+    states: &HashMap<String, NodeState>,
+    observed: &[Observed],
+    previous: &HashMap<&str, &NodeStatus>,
+) -> (pequod_graph::Plan, Vec<usize>, Vec<usize>) {
+    let plan = pequod_graph::plan(dag, states);
+    let index: HashMap<&str, usize> = graph
+        .spec
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
+    let retry = plan.failed.iter().filter(|id| {
+        previous
+            .get(id.as_str())
+            .is_some_and(|p| is_apply_failure(p))
+    });
+    let (to_apply, unserved) = plan
+        .apply
+        .iter()
+        .chain(retry)
+        .map(|id| index[id.as_str()])
+        .partition(|&i| observed[i].served.is_some());
+    (plan, to_apply, unserved)
 }
 
 /// Record: every object about to be written is in the inventory before it is written.
@@ -409,6 +443,8 @@ fn node_statuses(
             }
         } else if let Some(NodeState::Applied(readiness)) = states.get(&node.id) {
             verdict(readiness)
+        } else if let Some(NodeState::Failed(message)) = states.get(&node.id) {
+            (NodePhase::Failed, APPLY_FAILED.to_owned(), message.clone())
         } else {
             (NodePhase::Pending, "Pending".to_owned(), String::new())
         };

@@ -40,7 +40,7 @@ async fn a_dependency_becoming_ready_triggers_its_dependent_without_polling() {
         progress_requeue: Duration::from_secs(3600),
         ..Config::default()
     };
-    let controller = tokio::spawn(pequod_graph_executor::run(client.clone(), config));
+    let controller = tokio::spawn(pequod_graph_executor::run(env.config(), config));
 
     let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
     let gate = GraphNode {

@@ -660,3 +660,82 @@ async fn drift_is_corrected_or_reported_and_ignored_fields_are_left_alone() {
         drifted.message
     );
 }
+
+#[tokio::test]
+async fn a_service_account_graph_is_limited_by_rbac() {
+    let (client, ns, _ctx) = setup("impersonate").await;
+    let env = shared(Profile::Minimal);
+    let ctx = Arc::new(Context::from_config(env.config(), Config::default()).expect("context"));
+    // The tenant's ServiceAccount may manage ConfigMaps, nothing else.
+    let rbac: Vec<Value> = vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "tenant", "namespace": ns}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "configmaps", "namespace": ns},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "tenant-configmaps", "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
+            "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": ns}]}),
+    ];
+    let admin = Arc::new(Context::new(client.clone(), Config::default()));
+    let setup_graphs = create_graph(
+        &client,
+        &ns,
+        "rbac",
+        rbac.into_iter()
+            .enumerate()
+            .map(|(i, o)| node(&format!("r{i}"), o, &[]))
+            .collect(),
+    )
+    .await;
+    drive_until_ready(&setup_graphs, "rbac", &admin).await;
+
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "stolen"}, "stringData": {"k": "v"}});
+    let graphs = create_graph(
+        &client,
+        &ns,
+        "tenant",
+        vec![
+            node("cfg", config_map("tenant-cfg", json!({"k": "v"})), &[]),
+            node("secret", secret, &[]),
+        ],
+    )
+    .await;
+    graphs
+        .patch(
+            "tenant",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"serviceAccountName": "tenant"}})),
+        )
+        .await
+        .expect("set serviceAccountName");
+    for _ in 0..3 {
+        pass(&graphs, "tenant", &ctx).await;
+    }
+    let (graph, _) = pass(&graphs, "tenant", &ctx).await;
+    assert_eq!(
+        phase_of(&graph, "cfg"),
+        Some(NodePhase::Ready),
+        "{}",
+        message_of(&graph, "cfg")
+    );
+    assert_eq!(phase_of(&graph, "secret"), Some(NodePhase::Failed));
+    assert!(
+        message_of(&graph, "secret").contains("forbidden"),
+        "{}",
+        message_of(&graph, "secret")
+    );
+    assert!(
+        message_of(&graph, "secret").contains("system:serviceaccount:"),
+        "{}",
+        message_of(&graph, "secret")
+    );
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns);
+    assert!(secrets.get_opt("stolen").await.expect("get").is_none());
+
+    // Without a client configuration, impersonation is refused before any write.
+    let (graph, _) = pass(&graphs, "tenant", &admin).await;
+    let stalled =
+        pequod_api::conditions::find(&graph.status.expect("status").conditions, "Stalled")
+            .cloned()
+            .expect("Stalled");
+    assert_eq!(stalled.reason, "ImpersonationUnavailable");
+}
