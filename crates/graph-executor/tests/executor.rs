@@ -739,3 +739,133 @@ async fn a_service_account_graph_is_limited_by_rbac() {
             .expect("Stalled");
     assert_eq!(stalled.reason, "ImpersonationUnavailable");
 }
+
+fn widget_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "scope": "Namespaced",
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    })
+}
+
+#[tokio::test]
+async fn a_custom_resource_waits_for_its_crd_then_proceeds() {
+    let (client, ns, _) = setup("crd-later").await;
+    let scope = Scope {
+        allow_cluster_scoped: true,
+        extra_namespaces: Vec::new(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Config {
+            scope,
+            ..Config::default()
+        },
+    ));
+    let mut widget = node(
+        "widget",
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}}),
+        &[],
+    );
+    widget.ready_when = vec![ReadyRule {
+        rule_type: ReadyRuleType::Exists,
+        condition_type: None,
+        condition_status: None,
+        path: None,
+        value: None,
+    }];
+    // The CR is declared first; the implicit edge orders it after the CRD that defines it.
+    let graphs = create_graph(
+        &client,
+        &ns,
+        "crd",
+        vec![widget, node("crd", widget_crd(), &[])],
+    )
+    .await;
+    let (graph, _) = pass(&graphs, "crd", &ctx).await;
+    assert_eq!(
+        phase_of(&graph, "widget"),
+        Some(NodePhase::Blocked),
+        "{}",
+        message_of(&graph, "widget")
+    );
+    assert!(message_of(&graph, "widget").contains("waiting for \"crd\""));
+    let graph = drive_until_ready(&graphs, "crd", &ctx).await;
+    assert_eq!(phase_of(&graph, "widget"), Some(NodePhase::Ready));
+    let widgets = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "example.com",
+            "v1",
+            "Widget",
+        )),
+    );
+    assert_eq!(
+        widgets.get("w").await.expect("widget").data["spec"]["size"],
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_custom_resource_of_an_unknown_kind_waits_pending_until_its_crd_is_installed() {
+    let (client, ns, ctx) = setup("kind-later").await;
+    let mut gadget = node(
+        "gadget",
+        json!({"apiVersion": "example.org/v1", "kind": "Gadget", "metadata": {"name": "g"}}),
+        &[],
+    );
+    gadget.ready_when = vec![ReadyRule {
+        rule_type: ReadyRuleType::Exists,
+        condition_type: None,
+        condition_status: None,
+        path: None,
+        value: None,
+    }];
+    let graphs = create_graph(
+        &client,
+        &ns,
+        "later",
+        vec![
+            gadget,
+            node("cfg", config_map("cfg", json!({"k": "v"})), &[]),
+        ],
+    )
+    .await;
+    for _ in 0..2 {
+        pass(&graphs, "later", &ctx).await;
+    }
+    let (graph, _) = pass(&graphs, "later", &ctx).await;
+    assert_eq!(phase_of(&graph, "gadget"), Some(NodePhase::Pending));
+    assert!(message_of(&graph, "gadget").contains("waiting for the API server to serve Gadget"));
+    assert_eq!(
+        phase_of(&graph, "cfg"),
+        Some(NodePhase::Ready),
+        "other nodes go on"
+    );
+    assert_ne!(
+        graph.status.as_ref().and_then(|s| s.phase),
+        Some(GraphPhase::Failed),
+        "waiting is not failing"
+    );
+
+    // Someone installs the CRD; the graph proceeds.
+    let mut crd = widget_crd();
+    crd["metadata"]["name"] = json!("gadgets.example.org");
+    crd["spec"]["group"] = json!("example.org");
+    crd["spec"]["names"] = json!({"kind": "Gadget", "plural": "gadgets", "singular": "gadget"});
+    let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+        serde_json::from_value(crd).expect("crd");
+    pequod_testenv::install_crds(&client, &[crd])
+        .await
+        .expect("install");
+    let graph = drive_until_ready(&graphs, "later", &ctx).await;
+    assert_eq!(phase_of(&graph, "gadget"), Some(NodePhase::Ready));
+}
