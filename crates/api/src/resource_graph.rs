@@ -272,6 +272,11 @@ pub struct NodeStatus {
     /// Hash of the last applied desired object, to skip unchanged applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_hash: Option<String>,
+    /// Rendered fields the API server stores differently from how they were applied
+    /// (write-only like a Secret's `stringData`, or normalized), as JSON pointers; they are
+    /// not compared for drift.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub normalized_fields: Vec<String>,
     /// When `phase` last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,

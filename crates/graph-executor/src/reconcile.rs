@@ -255,11 +255,15 @@ async fn observe(
         if let (Some(live), true) = (&seen.live, applied) {
             let live = serde_json::to_value(live).unwrap_or_default();
             if node.apply_policy.mode != ApplyMode::Create {
-                seen.drift = pequod_graph::drifted_fields(
-                    &seen.desired,
-                    &live,
-                    &node.apply_policy.ignore_fields,
+                // Fields the server stored differently from what we sent are not drift.
+                let mut excluded = node.apply_policy.ignore_fields.clone();
+                excluded.extend(
+                    previous
+                        .get(node.id.as_str())
+                        .map(|p| p.normalized_fields.clone())
+                        .unwrap_or_default(),
                 );
+                seen.drift = pequod_graph::drifted_fields(&seen.desired, &live, &excluded);
             }
             if seen.drift.is_empty() || graph.spec.drift_policy == DriftPolicy::Report {
                 let readiness = pequod_graph::evaluate(&ready_rules(node), &live);
@@ -408,6 +412,9 @@ fn node_statuses(
         let previous = previous.get(node.id.as_str());
         let mut applied_hash = previous.and_then(|p| p.applied_hash.clone());
         let mut object_ref = previous.and_then(|p| p.object_ref.clone());
+        let mut normalized_fields = previous
+            .map(|p| p.normalized_fields.clone())
+            .unwrap_or_default();
         let (phase, reason, message) = if let Some(result) = applied.get(&i) {
             match result {
                 Ok(live) => {
@@ -417,6 +424,12 @@ fn node_statuses(
                         entry.uid = live.uid();
                     }
                     let live = serde_json::to_value(live).unwrap_or_default();
+                    // What the server answered to our apply is the baseline for drift.
+                    normalized_fields = pequod_graph::drifted_fields(
+                        &seen.desired,
+                        &live,
+                        &node.apply_policy.ignore_fields,
+                    );
                     verdict(&pequod_graph::evaluate(&ready_rules(node), &live))
                 }
                 Err(message) => (NodePhase::Failed, APPLY_FAILED.to_owned(), message.clone()),
@@ -464,6 +477,7 @@ fn node_statuses(
             message: (!message.is_empty()).then_some(message),
             object_ref,
             applied_hash,
+            normalized_fields,
             last_transition_time,
         });
     }

@@ -869,3 +869,46 @@ async fn a_custom_resource_of_an_unknown_kind_waits_pending_until_its_crd_is_ins
     let graph = drive_until_ready(&graphs, "later", &ctx).await;
     assert_eq!(phase_of(&graph, "gadget"), Some(NodePhase::Ready));
 }
+
+#[tokio::test]
+async fn write_only_fields_are_not_drift() {
+    let (client, ns, ctx) = setup("write-only").await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}, "stringData": {"token": "t0ken"}});
+    let graphs = create_graph(
+        &client,
+        &ns,
+        "wo",
+        vec![
+            node("secret", secret, &[]),
+            node("app", config_map("app", json!({"k": "v"})), &["secret"]),
+        ],
+    )
+    .await;
+    let graph = drive_until_ready(&graphs, "wo", &ctx).await;
+    assert_eq!(
+        phase_of(&graph, "app"),
+        Some(NodePhase::Ready),
+        "stringData (never read back) does not hold the dependent"
+    );
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns);
+    let before = secrets
+        .get("creds")
+        .await
+        .expect("secret")
+        .resource_version();
+    let (after, _) = pass(&graphs, "wo", &ctx).await;
+    assert_eq!(
+        secrets
+            .get("creds")
+            .await
+            .expect("secret")
+            .resource_version(),
+        before,
+        "not re-applied"
+    );
+    assert_eq!(
+        after.resource_version(),
+        graph.resource_version(),
+        "steady state"
+    );
+}
