@@ -17,13 +17,18 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt as _};
-use pequod_api::{
-    ApplyPolicy, GraphModule, GraphNode, GraphPhase, ReadyRule, ReadyRuleType, ResourceGraph,
-    ResourceGraphSpec, SourceRef,
-};
+use pequod_api::{GraphPhase, ResourceGraph};
 use pequod_graph_executor::{Config, Context, reconcile};
 use pequod_testenv::{Profile, TestEnv};
 use serde_json::{Value, json};
+use support::{field_equals, graph, node};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+fn cm(name: &str) -> Value {
+    support::config_map(name, json!({"k": name}))
+}
 
 #[derive(Default)]
 struct Counts {
@@ -40,42 +45,6 @@ fn counting_client(inner: Client, counts: Arc<Counts>) -> Client {
         async move { inner.send(request).await }
     });
     Client::new(service, "default")
-}
-
-fn node(id: &str, object: Value, deps: &[&str]) -> GraphNode {
-    GraphNode {
-        id: id.into(),
-        object,
-        depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
-        ready_when: Vec::new(),
-        apply_policy: ApplyPolicy::default(),
-    }
-}
-
-fn graph(name: &str, nodes: Vec<GraphNode>) -> ResourceGraph {
-    ResourceGraph::new(
-        name,
-        ResourceGraphSpec {
-            source_ref: SourceRef {
-                api_version: "platform.pequod.io/v1alpha1".into(),
-                kind: "Transform".into(),
-                name: name.into(),
-            },
-            revision: 1,
-            render_hash: "sha256:bench".into(),
-            module: GraphModule {
-                reference: "bench".into(),
-                digest: "sha256:bench".into(),
-            },
-            service_account_name: None,
-            drift_policy: pequod_api::DriftPolicy::Correct,
-            nodes,
-        },
-    )
-}
-
-fn cm(name: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": name}})
 }
 
 /// The four objects of one application: config, secret, a 1-replica Deployment, a Service.
@@ -172,13 +141,7 @@ async fn propagation(env: &TestEnv, client: &Client, samples: usize) -> Value {
     let ns = env.create_namespace(client, "bench-propagation").await;
     let graphs = Api::<ResourceGraph>::namespaced(client.clone(), &ns);
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    let rule = ReadyRule {
-        rule_type: ReadyRuleType::FieldEquals,
-        condition_type: None,
-        condition_status: None,
-        path: Some("data.ready".into()),
-        value: Some("yes".into()),
-    };
+    let rule = field_equals("data.ready", "yes");
     for i in 0..samples {
         let mut gate = node("gate", cm(&format!("gate-{i}")), &[]);
         gate.ready_when = vec![rule.clone()];

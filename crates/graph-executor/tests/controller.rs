@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use pequod_api::{
-    ApplyPolicy, GraphModule, GraphNode, ReadyRule, ReadyRuleType, ResourceGraph,
-    ResourceGraphSpec, SourceRef,
-};
+use pequod_api::ResourceGraph;
 use pequod_graph_executor::Config;
 use pequod_testenv::{Profile, shared};
+use support::{config_map, field_equals, graph, node};
+
+mod support;
 use serde_json::json;
 
 async fn wait_for<F, Fut>(what: &str, limit: Duration, check: F)
@@ -42,46 +42,10 @@ async fn a_dependency_becoming_ready_triggers_its_dependent_without_polling() {
     };
     let controller = tokio::spawn(pequod_graph_executor::run(env.config(), config));
 
-    let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
-    let gate = GraphNode {
-        id: "gate".into(),
-        object: cm("gate"),
-        depends_on: Vec::new(),
-        ready_when: vec![ReadyRule {
-            rule_type: ReadyRuleType::FieldEquals,
-            condition_type: None,
-            condition_status: None,
-            path: Some("data.ready".into()),
-            value: Some("yes".into()),
-        }],
-        apply_policy: ApplyPolicy::default(),
-    };
-    let app = GraphNode {
-        id: "app".into(),
-        object: cm("app"),
-        depends_on: vec!["gate".into()],
-        ready_when: Vec::new(),
-        apply_policy: ApplyPolicy::default(),
-    };
-    let graph = ResourceGraph::new(
-        "events",
-        ResourceGraphSpec {
-            source_ref: SourceRef {
-                api_version: "platform.pequod.io/v1alpha1".into(),
-                kind: "Transform".into(),
-                name: "events".into(),
-            },
-            revision: 1,
-            render_hash: "sha256:test".into(),
-            module: GraphModule {
-                reference: "test".into(),
-                digest: "sha256:test".into(),
-            },
-            service_account_name: None,
-            drift_policy: pequod_api::DriftPolicy::Correct,
-            nodes: vec![gate, app],
-        },
-    );
+    let cm = |name: &str| config_map(name, json!({"k": "v"}));
+    let mut gate = node("gate", cm("gate"), &[]);
+    gate.ready_when = vec![field_equals("data.ready", "yes")];
+    let graph = graph("events", vec![gate, node("app", cm("app"), &["gate"])]);
     Api::<ResourceGraph>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &graph)
         .await

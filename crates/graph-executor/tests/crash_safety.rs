@@ -9,11 +9,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use pequod_api::{
-    ApplyPolicy, GraphModule, GraphNode, GraphPhase, ResourceGraph, ResourceGraphSpec, SourceRef,
-};
+use pequod_api::{GraphNode, GraphPhase, ResourceGraph};
 use pequod_graph_executor::{Config, Context, LABEL_GRAPH, reconcile};
 use pequod_testenv::{Profile, shared};
+use support::graph;
+
+mod support;
+
+/// A ConfigMap node whose data names it.
+fn node(id: &str, deps: &[&str]) -> GraphNode {
+    support::node(id, support::config_map(id, json!({"k": id})), deps)
+}
 use serde_json::json;
 
 /// A client that works for `allowed` requests, then fails every request, like a dead process.
@@ -30,38 +36,6 @@ fn crashing_client(inner: Client, allowed: usize) -> Client {
         }
     });
     Client::new(service, "default")
-}
-
-fn node(id: &str, deps: &[&str]) -> GraphNode {
-    GraphNode {
-        id: id.into(),
-        object: json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": id}, "data": {"k": id}}),
-        depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
-        ready_when: Vec::new(),
-        apply_policy: ApplyPolicy::default(),
-    }
-}
-
-fn graph(name: &str, nodes: Vec<GraphNode>) -> ResourceGraph {
-    ResourceGraph::new(
-        name,
-        ResourceGraphSpec {
-            source_ref: SourceRef {
-                api_version: "platform.pequod.io/v1alpha1".into(),
-                kind: "Transform".into(),
-                name: name.into(),
-            },
-            revision: 1,
-            render_hash: "sha256:test".into(),
-            module: GraphModule {
-                reference: "test".into(),
-                digest: "sha256:test".into(),
-            },
-            service_account_name: None,
-            drift_policy: pequod_api::DriftPolicy::Correct,
-            nodes,
-        },
-    )
 }
 
 /// Objects labelled as this graph's, by name.
@@ -161,31 +135,23 @@ async fn crash_in_apply(scenario: &Scenario<'_>) {
         healthy,
         seed,
     } = *scenario;
-    let (client, graphs, ns, healthy) = (
-        client.clone(),
-        graphs.clone(),
-        ns.to_owned(),
-        healthy.clone(),
-    );
     // Apply.
-    crash_during(&graphs, name, &client, seed).await;
+    crash_during(graphs, name, client, seed).await;
     assert_no_orphans(
-        &client,
-        &graphs,
-        &ns,
+        client,
+        graphs,
+        ns,
         name,
         &format!("seed {seed}, crash in apply"),
     )
     .await;
-    let ready = converge(&graphs, name, &healthy)
-        .await
-        .expect("graph exists");
+    let ready = converge(graphs, name, healthy).await.expect("graph exists");
     assert_eq!(
         ready.status.as_ref().and_then(|s| s.phase),
         Some(GraphPhase::Ready),
         "seed {seed}: apply converges"
     );
-    assert_eq!(labelled(&client, &ns, name).await, ["a", "b", "c", "d"]);
+    assert_eq!(labelled(client, ns, name).await, ["a", "b", "c", "d"]);
 }
 
 async fn crash_in_prune(scenario: &Scenario<'_>) {
@@ -197,38 +163,30 @@ async fn crash_in_prune(scenario: &Scenario<'_>) {
         healthy,
         seed,
     } = *scenario;
-    let (client, graphs, ns, healthy) = (
-        client.clone(),
-        graphs.clone(),
-        ns.to_owned(),
-        healthy.clone(),
-    );
     // Prune: c and d are no longer rendered.
     let keep = json!({"spec": {"nodes": [node("a", &[]), node("b", &["a"])]}});
     graphs
         .patch(name, &PatchParams::default(), &Patch::Merge(&keep))
         .await
         .expect("update");
-    crash_during(&graphs, name, &client, seed).await;
+    crash_during(graphs, name, client, seed).await;
     assert_no_orphans(
-        &client,
-        &graphs,
-        &ns,
+        client,
+        graphs,
+        ns,
         name,
         &format!("seed {seed}, crash in prune"),
     )
     .await;
     assert!(
-        labelled(&client, &ns, name)
+        labelled(client, ns, name)
             .await
             .starts_with(&["a".to_owned(), "b".to_owned()]),
         "seed {seed}: rendered objects never deleted"
     );
-    let ready = converge(&graphs, name, &healthy)
-        .await
-        .expect("graph exists");
+    let ready = converge(graphs, name, healthy).await.expect("graph exists");
     assert_eq!(
-        labelled(&client, &ns, name).await,
+        labelled(client, ns, name).await,
         ["a", "b"],
         "seed {seed}: prune converges: {:?} {:#?}",
         ready.metadata.generation,
@@ -253,32 +211,26 @@ async fn crash_in_teardown(scenario: &Scenario<'_>) {
         healthy,
         seed,
     } = *scenario;
-    let (client, graphs, ns, healthy) = (
-        client.clone(),
-        graphs.clone(),
-        ns.to_owned(),
-        healthy.clone(),
-    );
     // Teardown.
     graphs
         .delete(name, &DeleteParams::default())
         .await
         .expect("delete");
-    crash_during(&graphs, name, &client, seed).await;
+    crash_during(graphs, name, client, seed).await;
     assert_no_orphans(
-        &client,
-        &graphs,
-        &ns,
+        client,
+        graphs,
+        ns,
         name,
         &format!("seed {seed}, crash in teardown"),
     )
     .await;
     assert!(
-        converge(&graphs, name, &healthy).await.is_none(),
+        converge(graphs, name, healthy).await.is_none(),
         "seed {seed}: teardown converges, finalizer released"
     );
     assert!(
-        labelled(&client, &ns, name).await.is_empty(),
+        labelled(client, ns, name).await.is_empty(),
         "seed {seed}: nothing left behind"
     );
 }

@@ -2,19 +2,19 @@
 //! failure isolation, conflicts, inventory and a steady state without writes. Each test works
 //! in its own namespace and drives `reconcile` directly, one pass at a time.
 
+mod support;
+
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
-use pequod_api::{
-    ApplyPolicy, ConflictPolicy, GraphModule, GraphNode, GraphPhase, NodePhase, ReadyRule,
-    ReadyRuleType, ResourceGraph, ResourceGraphSpec, SourceRef,
-};
+use pequod_api::{ConflictPolicy, GraphNode, GraphPhase, NodePhase, ResourceGraph};
 use pequod_graph_executor::{Config, Context, Scope, reconcile};
 use pequod_testenv::{Profile, shared};
 use serde_json::{Value, json};
+use support::{config_map, exists, field_equals, graph, node};
 
 async fn setup(prefix: &str) -> (Client, String, Arc<Context>) {
     let env = shared(Profile::Minimal);
@@ -27,22 +27,6 @@ async fn setup(prefix: &str) -> (Client, String, Arc<Context>) {
     (client, ns, ctx)
 }
 
-fn config_map(name: &str, data: Value) -> Value {
-    let mut object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
-    object["data"] = data;
-    object
-}
-
-fn node(id: &str, object: Value, deps: &[&str]) -> GraphNode {
-    GraphNode {
-        id: id.into(),
-        object,
-        depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
-        ready_when: Vec::new(),
-        apply_policy: ApplyPolicy::default(),
-    }
-}
-
 async fn create_graph(
     client: &Client,
     ns: &str,
@@ -50,25 +34,7 @@ async fn create_graph(
     nodes: Vec<GraphNode>,
 ) -> Api<ResourceGraph> {
     let graphs = Api::<ResourceGraph>::namespaced(client.clone(), ns);
-    let graph = ResourceGraph::new(
-        name,
-        ResourceGraphSpec {
-            source_ref: SourceRef {
-                api_version: "platform.pequod.io/v1alpha1".into(),
-                kind: "Transform".into(),
-                name: name.into(),
-            },
-            revision: 1,
-            render_hash: "sha256:test".into(),
-            module: GraphModule {
-                reference: "test".into(),
-                digest: "sha256:test".into(),
-            },
-            service_account_name: None,
-            drift_policy: pequod_api::DriftPolicy::Correct,
-            nodes,
-        },
-    );
+    let graph = graph(name, nodes);
     graphs
         .create(&PostParams::default(), &graph)
         .await
@@ -203,13 +169,7 @@ async fn futures_versions(cms: &Api<ConfigMap>, names: &[&str]) -> Vec<Option<St
 async fn a_readiness_rule_gates_dependents_until_it_holds() {
     let (client, ns, ctx) = setup("gate").await;
     let mut gate = node("gate", config_map("gate", json!({"k": "v"})), &[]);
-    gate.ready_when = vec![ReadyRule {
-        rule_type: ReadyRuleType::FieldEquals,
-        condition_type: None,
-        condition_status: None,
-        path: Some("data.ready".into()),
-        value: Some("yes".into()),
-    }];
+    gate.ready_when = vec![field_equals("data.ready", "yes")];
     let graphs = create_graph(
         &client,
         &ns,
@@ -774,13 +734,7 @@ async fn a_custom_resource_waits_for_its_crd_then_proceeds() {
         json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}}),
         &[],
     );
-    widget.ready_when = vec![ReadyRule {
-        rule_type: ReadyRuleType::Exists,
-        condition_type: None,
-        condition_status: None,
-        path: None,
-        value: None,
-    }];
+    widget.ready_when = vec![exists()];
     // The CR is declared first; the implicit edge orders it after the CRD that defines it.
     let graphs = create_graph(
         &client,
@@ -822,13 +776,7 @@ async fn a_custom_resource_of_an_unknown_kind_waits_pending_until_its_crd_is_ins
         json!({"apiVersion": "example.org/v1", "kind": "Gadget", "metadata": {"name": "g"}}),
         &[],
     );
-    gadget.ready_when = vec![ReadyRule {
-        rule_type: ReadyRuleType::Exists,
-        condition_type: None,
-        condition_status: None,
-        path: None,
-        value: None,
-    }];
+    gadget.ready_when = vec![exists()];
     let graphs = create_graph(
         &client,
         &ns,

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
-use pequod_api::{
-    ApplyPolicy, GraphModule, GraphNode, GraphPhase, ResourceGraph, ResourceGraphSpec, SourceRef,
-};
+use pequod_api::{GraphPhase, ResourceGraph};
 use pequod_graph_executor::{Config, Context, reconcile};
 use pequod_testenv::{Profile, shared};
+use support::{graph, node};
+
+mod support;
 use serde_json::json;
 
 fn available(deployment: &Deployment) -> bool {
@@ -37,34 +38,12 @@ async fn a_deployment_gates_its_dependents_until_it_is_available() {
     });
     let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
-    let node = |id: &str, object: serde_json::Value, deps: &[&str]| GraphNode {
-        id: id.into(),
-        object,
-        depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
-        ready_when: Vec::new(),
-        apply_policy: ApplyPolicy::default(),
-    };
-    let graph = ResourceGraph::new(
+    let graph = graph(
         "web",
-        ResourceGraphSpec {
-            source_ref: SourceRef {
-                api_version: "platform.pequod.io/v1alpha1".into(),
-                kind: "Transform".into(),
-                name: "web".into(),
-            },
-            revision: 1,
-            render_hash: "sha256:test".into(),
-            module: GraphModule {
-                reference: "test".into(),
-                digest: "sha256:test".into(),
-            },
-            service_account_name: None,
-            drift_policy: pequod_api::DriftPolicy::Correct,
-            nodes: vec![
-                node("deployment", deployment, &[]),
-                node("service", service, &["deployment"]),
-            ],
-        },
+        vec![
+            node("deployment", deployment, &[]),
+            node("service", service, &["deployment"]),
+        ],
     );
     let graphs = Api::<ResourceGraph>::namespaced(client.clone(), &ns);
     graphs
