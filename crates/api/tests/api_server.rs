@@ -343,19 +343,7 @@ async fn printer_columns_come_back_from_the_table_api() {
         .await
         .expect("status");
 
-    let request = http::Request::get(format!(
-        "/apis/platform.pequod.io/v1alpha1/namespaces/{ns}/transforms"
-    ))
-    .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-    .body(Vec::new())
-    .expect("request");
-    let table: serde_json::Value = client.request(request).await.expect("Table API answers");
-    let columns: Vec<&str> = table["columnDefinitions"]
-        .as_array()
-        .expect("columnDefinitions")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let (columns, table) = table_of(&client, &ns, "transforms").await;
     assert_eq!(
         columns,
         [
@@ -368,20 +356,26 @@ async fn printer_columns_come_back_from_the_table_api() {
     assert_eq!(cells[2], "1.0.0");
     assert_eq!(cells[4], "1/2");
 
+    let (columns, _) = table_of(&client, &ns, "resourcegraphs").await;
+    assert_eq!(columns, ["Name", "Phase", "Revision", "Ready", "Age"]);
+}
+
+/// The Table API answer for a resource list (what `kubectl get` prints), with its column names.
+async fn table_of(client: &Client, ns: &str, plural: &str) -> (Vec<String>, serde_json::Value) {
     let request = http::Request::get(format!(
-        "/apis/platform.pequod.io/v1alpha1/namespaces/{ns}/resourcegraphs"
+        "/apis/platform.pequod.io/v1alpha1/namespaces/{ns}/{plural}"
     ))
     .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
     .body(Vec::new())
     .expect("request");
     let table: serde_json::Value = client.request(request).await.expect("Table API answers");
-    let columns: Vec<&str> = table["columnDefinitions"]
+    let columns = table["columnDefinitions"]
         .as_array()
         .expect("columnDefinitions")
         .iter()
-        .filter_map(|c| c["name"].as_str())
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
         .collect();
-    assert_eq!(columns, ["Name", "Phase", "Revision", "Ready", "Age"]);
+    (columns, table)
 }
 
 #[tokio::test]
