@@ -7,6 +7,7 @@
 
 pub mod conditions;
 pub mod crd;
+mod digest;
 pub mod resource_graph;
 mod schema;
 pub mod transform;
@@ -21,6 +22,8 @@ pub use transform::{
     ResolvedCueRef, Severity, SourceType, Transform, TransformSpec, TransformStatus,
     ValuesFromKind, ValuesFromSource, Violation,
 };
+
+pub use digest::module_digest;
 
 /// The API group of every Pequod kind.
 pub const GROUP: &str = "platform.pequod.io";

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use pequod_api::{GraphNode, Violation};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use instance::{CallFailure, GuestInstance};
 use memo::Memo;
@@ -53,16 +52,9 @@ impl ModuleSource {
     }
 }
 
-/// `sha256:` digest over sorted paths and contents.
+/// `sha256:` digest over sorted paths and contents (see [`pequod_api::module_digest`]).
 pub fn files_digest(files: &BTreeMap<String, String>) -> String {
-    let mut hasher = Sha256::new();
-    for (path, content) in files {
-        hasher.update((path.len() as u64).to_le_bytes());
-        hasher.update(path.as_bytes());
-        hasher.update((content.len() as u64).to_le_bytes());
-        hasher.update(content.as_bytes());
-    }
-    format!("sha256:{}", hex(&hasher.finalize()))
+    pequod_api::module_digest(files)
 }
 
 fn hex(bytes: &[u8]) -> String {
