@@ -13,11 +13,7 @@ use serde_json::json;
 
 async fn setup(prefix: &str) -> (&'static TestEnv, Client, String) {
     let env = shared(Profile::Minimal);
-    let client = env.client();
-    pequod_testenv::install_crds(&client, &pequod_api::crd::all())
-        .await
-        .expect("CRDs install");
-    let ns = env.create_namespace(&client, prefix).await;
+    let (client, ns) = env.prepare(&pequod_api::crd::all(), prefix).await;
     (env, client, ns)
 }
 

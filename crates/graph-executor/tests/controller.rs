@@ -31,11 +31,7 @@ where
 #[tokio::test]
 async fn a_dependency_becoming_ready_triggers_its_dependent_without_polling() {
     let env = shared(Profile::Minimal);
-    let client = env.client();
-    pequod_testenv::install_crds(&client, &pequod_api::crd::all())
-        .await
-        .expect("CRDs");
-    let ns = env.create_namespace(&client, "events").await;
+    let (client, ns) = env.prepare(&pequod_api::crd::all(), "events").await;
     let config = Config {
         progress_requeue: Duration::from_secs(3600),
         ..Config::default()

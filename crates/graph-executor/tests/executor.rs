@@ -18,11 +18,7 @@ use support::{config_map, exists, field_equals, graph, node};
 
 async fn setup(prefix: &str) -> (Client, String, Arc<Context>) {
     let env = shared(Profile::Minimal);
-    let client = env.client();
-    pequod_testenv::install_crds(&client, &pequod_api::crd::all())
-        .await
-        .expect("CRDs");
-    let ns = env.create_namespace(&client, prefix).await;
+    let (client, ns) = env.prepare(&pequod_api::crd::all(), prefix).await;
     let ctx = Arc::new(Context::new(client.clone(), Config::default()));
     (client, ns, ctx)
 }

@@ -25,11 +25,7 @@ fn available(deployment: &Deployment) -> bool {
 #[tokio::test]
 async fn a_deployment_gates_its_dependents_until_it_is_available() {
     let env = shared(Profile::Full);
-    let client = env.client();
-    pequod_testenv::install_crds(&client, &pequod_api::crd::all())
-        .await
-        .expect("CRDs");
-    let ns = env.create_namespace(&client, "rollout-gate").await;
+    let (client, ns) = env.prepare(&pequod_api::crd::all(), "rollout-gate").await;
     let ctx = Arc::new(Context::new(client.clone(), Config::default()));
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},

@@ -250,6 +250,21 @@ impl TestEnv {
         name
     }
 
+    /// The start of most integration tests: a client, `crds` installed (and Established), and
+    /// a fresh namespace named after `prefix`.
+    pub async fn prepare(
+        &self,
+        crds: &[k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition],
+        prefix: &str,
+    ) -> (kube::Client, String) {
+        let client = self.client();
+        install_crds(&client, crds)
+            .await
+            .unwrap_or_else(|e| panic!("installing CRDs: {e}"));
+        let namespace = self.create_namespace(&client, prefix).await;
+        (client, namespace)
+    }
+
     /// Log file of a component.
     pub fn log_of(&self, component: Component) -> Option<&Path> {
         self.components

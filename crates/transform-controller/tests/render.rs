@@ -59,11 +59,7 @@ struct Fixture {
 /// A namespace with a rendered `web` Transform (embedded webservice, valid input).
 async fn rendered_web(prefix: &str) -> Fixture {
     let env = shared(Profile::Minimal);
-    let client = env.client();
-    pequod_testenv::install_crds(&client, &pequod_api::crd::all())
-        .await
-        .expect("CRDs");
-    let ns = env.create_namespace(&client, prefix).await;
+    let (client, ns) = env.prepare(&pequod_api::crd::all(), prefix).await;
     let ctx = Arc::new(Context {
         client: client.clone(),
         engine: engine(),
