@@ -1,0 +1,1 @@
+//! The `pequod_*` Prometheus metrics (DESIGN §9), one registry per process.

@@ -1,0 +1,3 @@
+//! `pequod-operator`: runs the transform-controller and the graph-executor.
+
+fn main() {}
