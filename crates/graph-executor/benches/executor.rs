@@ -324,7 +324,12 @@ fn main() {
             progress_requeue: Duration::from_secs(3600),
             ..Config::default()
         };
-        let controller = tokio::spawn(pequod_graph_executor::run(env.config(), config));
+        let controller = tokio::spawn(pequod_graph_executor::run(
+            env.config(),
+            config,
+            std::sync::Arc::default(),
+            std::future::pending(),
+        ));
         let propagation = propagation(&env, &client, samples).await;
         let scale = scale(&env, &client, graphs_count).await;
         controller.abort();

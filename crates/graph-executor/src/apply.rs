@@ -2,11 +2,13 @@
 //! apply (the rendered object plus ownership marks), and the apply itself.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::Scope as ResourceScope;
 use kube::{Client, ResourceExt as _};
+use pequod_metrics::Metrics;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -131,13 +133,21 @@ pub fn owned_by(live: &DynamicObject, owner_uid: &str) -> bool {
 }
 
 /// Server-side apply with Pequod's field manager; `force` takes conflicting fields over.
+/// Counted and timed per GVK in `metrics` (`pequod_apply_total`, `pequod_apply_duration_seconds`).
 pub async fn server_side_apply(
     api: &Api<DynamicObject>,
     name: &str,
     desired: &Value,
     force: bool,
+    metrics: &Metrics,
 ) -> Result<DynamicObject, kube::Error> {
     let mut params = PatchParams::apply(pequod_api::FIELD_MANAGER);
     params.force = force;
-    api.patch(name, &params, &Patch::Apply(desired)).await
+    let started = Instant::now();
+    let result = api.patch(name, &params, &Patch::Apply(desired)).await;
+    let api_version = desired["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let kind = desired["kind"].as_str().unwrap_or_default();
+    metrics.applied(group, version, kind, result.is_ok(), started.elapsed());
+    result
 }

@@ -7,6 +7,12 @@
 //!
 //! This first slice applies, gates on readiness and records inventory; readiness is re-checked
 //! by requeue. Event-driven watches, prune, teardown, drift and impersonation follow.
+//!
+//! Metrics go to the [`Context`]'s shared [`Metrics`] (controller name [`CONTROLLER`]):
+//! reconcile totals and durations in [`run`], error kinds in [`error_policy`]; in [`reconcile`]
+//! one DAG pass (`pequod_dag_execution_duration_seconds`), the inventory size per graph
+//! (`pequod_managed_resources`, forgotten once teardown finishes), drift found per policy,
+//! prunes per kind, and every server-side apply per GVK.
 
 mod apply;
 mod reconcile;
@@ -14,20 +20,24 @@ mod remove;
 mod scope;
 mod watches;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt as _};
 use pequod_api::ResourceGraph;
+use pequod_metrics::Metrics;
 use tracing::Instrument as _;
 
 pub use reconcile::reconcile;
 pub use remove::ANNOTATION_PRUNE;
 pub use scope::Scope;
 
+/// The `controller` label of the executor's reconcile metrics.
+pub const CONTROLLER: &str = "graph-executor";
 /// Label on every object Pequod applies: the owning graph's name.
 pub const LABEL_GRAPH: &str = "platform.pequod.io/graph";
 /// Label on every object Pequod applies: the owning graph's namespace.
@@ -73,6 +83,9 @@ pub struct Context {
     pub backoff: Arc<Backoff>,
     /// The operator's client configuration, from which impersonating clients are made.
     pub kube_config: Option<kube::Config>,
+    /// Where reconciles, applies, prunes and drift are counted; shared with impersonating
+    /// contexts.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -84,7 +97,15 @@ impl Context {
             watches: None,
             backoff: Arc::default(),
             kube_config: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same context recording into `metrics` (the process's shared registry) instead of
+    /// a registry of its own.
+    #[must_use]
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self { metrics, ..self }
     }
 
     /// A context that can also impersonate ServiceAccounts (`serviceAccountName`).
@@ -193,15 +214,25 @@ fn key_of(graph: &ResourceGraph) -> (String, String) {
 #[allow(clippy::needless_pass_by_value)] // the signature kube-runtime calls
 pub fn error_policy(graph: Arc<ResourceGraph>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(graph = %graph.name_any(), %error, permanent = error.is_permanent(), "reconcile failed");
+    ctx.metrics
+        .reconcile_error(CONTROLLER, error.is_permanent());
     if error.is_permanent() {
         return Action::await_change();
     }
     Action::requeue(ctx.backoff.next_delay(key_of(&graph)))
 }
 
-/// Runs the executor until the stream of ResourceGraphs ends.
-pub async fn run(kube_config: kube::Config, config: Config) -> Result<(), kube::Error> {
-    let mut context = Context::from_config(kube_config, config)?;
+/// Runs the executor, recording into `metrics`, until `shutdown` completes: then no new
+/// reconcile starts, those in flight finish, and `run` returns. Dropping the future instead is
+/// safe too (every write is recorded before it is made, so an interrupted pass is picked up by
+/// the next one; the watch tasks are aborted with it).
+pub async fn run(
+    kube_config: kube::Config,
+    config: Config,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), kube::Error> {
+    let mut context = Context::from_config(kube_config, config)?.with_metrics(metrics);
     let client = context.client.clone();
     let graphs = Api::<ResourceGraph>::all(client.clone());
     let (triggers, triggered) = futures::channel::mpsc::unbounded();
@@ -209,6 +240,7 @@ pub async fn run(kube_config: kube::Config, config: Config) -> Result<(), kube::
     let context = Arc::new(context);
     Controller::new(graphs, watcher::Config::default())
         .reconcile_on(triggered)
+        .graceful_shutdown_on(shutdown)
         .run(
             |graph, ctx| {
                 let span = tracing::info_span!(
@@ -217,7 +249,10 @@ pub async fn run(kube_config: kube::Config, config: Config) -> Result<(), kube::
                 );
                 async move {
                     let key = key_of(&graph);
+                    let started = Instant::now();
                     let result = reconcile(graph, ctx.clone()).await;
+                    ctx.metrics
+                        .reconciled(CONTROLLER, &result, started.elapsed());
                     if result.is_ok() {
                         ctx.backoff.reset(&key);
                     }

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::StreamExt as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -14,6 +15,7 @@ use pequod_api::{
     NodeStatus, ObjectRef, ReadyRule, ReadyRuleType, ResourceGraph, ResourceGraphStatus,
 };
 use pequod_graph::{Dag, NodeSpec, NodeState, Readiness};
+use pequod_metrics::Metrics;
 use serde_json::Value;
 
 use crate::apply::{self, Owner, Resolver, Served};
@@ -74,7 +76,6 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
         namespace: &namespace,
         uid: &uid,
     };
-    let generation = graph.metadata.generation;
     let old_status = graph.status.clone().unwrap_or_default();
     let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), &namespace);
 
@@ -96,7 +97,8 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     if graph.metadata.deletion_timestamp.is_some() {
         return teardown(&graph, &ctx, &graphs, &uid, old_status).await;
     }
-    let (dag, mut observed) = match validate(&graph, &ctx, &namespace, &owner).await? {
+    let started = Instant::now();
+    let (dag, observed) = match validate(&graph, &ctx, &namespace, &owner).await? {
         Ok(valid) => valid,
         Err((reason, message)) => {
             return stalled(&graphs, &graph, old_status, reason, &message).await;
@@ -105,28 +107,47 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     // Before anything is recorded or applied, so a deletion always finds its inventory.
     ensure_finalizer(&graphs, &graph).await?;
     watch_kinds(&ctx, (&namespace, &name), &observed);
+    let (action, managed) =
+        execute(&graph, &ctx, &graphs, &uid, &dag, observed, old_status).await?;
+    ctx.metrics.dag_executed(started.elapsed());
+    ctx.metrics.set_managed(&namespace, &name, managed);
+    Ok(action)
+}
 
+/// One pass over a valid graph: observe → plan → record → apply → prune → status. Returns
+/// when to look again and how many objects the inventory holds now.
+async fn execute(
+    graph: &ResourceGraph,
+    ctx: &Context,
+    graphs: &Api<ResourceGraph>,
+    uid: &str,
+    dag: &Dag,
+    mut observed: Vec<Observed>,
+    old_status: ResourceGraphStatus,
+) -> Result<(Action, usize), Error> {
+    let name = graph.name_any();
+    let generation = graph.metadata.generation;
     let previous: HashMap<&str, &NodeStatus> = old_status
         .nodes
         .iter()
         .map(|n| (n.id.as_str(), n))
         .collect();
-    let states = observe(&graph, &ctx, &mut observed, &previous).await?;
+    let states = observe(graph, ctx, &mut observed, &previous).await?;
 
-    let (plan, to_apply, unserved) = schedule(&graph, &dag, &states, &observed, &previous);
+    let (plan, to_apply, unserved) = schedule(graph, dag, &states, &observed, &previous);
     let mut inventory = record(
-        &graphs,
+        graphs,
         &name,
-        &graph,
-        &dag,
+        graph,
+        dag,
         &observed,
         &to_apply,
         &old_status.inventory,
     )
     .await?;
-    let results = apply_all(&graph, &ctx, &observed, &to_apply, &uid).await;
+    let results = apply_all(graph, ctx, &observed, &to_apply, uid).await;
     let (nodes, ready, failed) = node_statuses(
-        &graph,
+        graph,
         &observed,
         &previous,
         &states,
@@ -141,8 +162,9 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
         && nodes
             .iter()
             .all(|n| matches!(n.phase, NodePhase::Ready | NodePhase::Applied));
-    let (inventory, pruning) = prune(&ctx, &dag, inventory, &uid, converged).await;
-    let drift = drift_report(&graph, &observed);
+    let (inventory, pruning) = prune(ctx, dag, inventory, uid, converged).await;
+    let managed = inventory.len();
+    let drift = drift_report(graph, &observed);
     let mut new_status = ResourceGraphStatus {
         nodes,
         inventory,
@@ -156,11 +178,11 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
         failed,
         graph.spec.nodes.len(),
         generation,
-        &ctx,
+        ctx,
     );
     mark_drift(&mut new_status, drift.as_deref(), generation);
-    write_status(&graphs, &name, &old_status, new_status).await?;
-    Ok(action)
+    write_status(graphs, &name, &old_status, new_status).await?;
+    Ok((action, managed))
 }
 
 /// Why a graph is refused before any write: (reason, message).
@@ -264,6 +286,9 @@ async fn observe(
                         .unwrap_or_default(),
                 );
                 seen.drift = pequod_graph::drifted_fields(&seen.desired, &live, &excluded);
+                if !seen.drift.is_empty() {
+                    ctx.metrics.drifted(policy_label(graph.spec.drift_policy));
+                }
             }
             if seen.drift.is_empty() || graph.spec.drift_policy == DriftPolicy::Report {
                 let readiness = pequod_graph::evaluate(&ready_rules(node), &live);
@@ -378,7 +403,8 @@ async fn apply_all(
             let seen = &observed[i];
             let client = ctx.client.clone();
             let uid = uid.to_owned();
-            async move { (i, apply_node(&client, node, seen, &uid).await) }
+            let metrics = &ctx.metrics;
+            async move { (i, apply_node(&client, node, seen, &uid, metrics).await) }
         })
         .buffer_unordered(ctx.config.apply_concurrency.max(1))
         .collect()
@@ -584,6 +610,9 @@ async fn prune(
     }
     let mut resolver = Resolver::new(ctx.client.clone());
     let removal = remove::remove_next_wave(&ctx.client, &mut resolver, stale, uid).await;
+    for kind in &removal.removed {
+        ctx.metrics.pruned(kind);
+    }
     let message = if removal.errors.is_empty() {
         format!("{} stale objects left to prune", removal.remaining.len())
     } else {
@@ -604,7 +633,9 @@ async fn teardown(
     uid: &str,
     old_status: ResourceGraphStatus,
 ) -> Result<Action, Error> {
+    let (namespace, name) = (graph.namespace().unwrap_or_default(), graph.name_any());
     if !graph.finalizers().iter().any(|f| f == FINALIZER) {
+        ctx.metrics.forget_graph(&namespace, &name);
         return Ok(Action::await_change());
     }
     let mut resolver = Resolver::new(ctx.client.clone());
@@ -617,10 +648,7 @@ async fn teardown(
     .await;
     if removal.remaining.is_empty() {
         if let Some(watches) = &ctx.watches {
-            watches.set_kinds(
-                (&graph.namespace().unwrap_or_default(), &graph.name_any()),
-                &[],
-            );
+            watches.set_kinds((&namespace, &name), &[]);
         }
         let finalizers = graph
             .finalizers()
@@ -629,8 +657,11 @@ async fn teardown(
             .cloned()
             .collect();
         set_finalizers(graphs, graph, finalizers).await?;
+        ctx.metrics.forget_graph(&namespace, &name);
         return Ok(Action::await_change());
     }
+    ctx.metrics
+        .set_managed(&namespace, &name, removal.remaining.len());
     let message = if removal.errors.is_empty() {
         format!("deleting: {} objects left", removal.remaining.len())
     } else {
@@ -651,7 +682,7 @@ async fn teardown(
         graph.metadata.generation,
         &now(),
     );
-    write_status(graphs, &graph.name_any(), &old_status, status).await?;
+    write_status(graphs, &name, &old_status, status).await?;
     let wait = if removal.errors.is_empty() {
         ctx.config.progress_requeue
     } else {
@@ -741,6 +772,7 @@ async fn apply_node(
     node: &GraphNode,
     seen: &Observed,
     graph_uid: &str,
+    metrics: &Metrics,
 ) -> Result<kube::api::DynamicObject, String> {
     let Some(served) = &seen.served else {
         return Err("kind not served".into());
@@ -764,7 +796,7 @@ async fn apply_node(
     // Correcting drift takes back fields another manager took from us.
     let force =
         node.apply_policy.conflict_policy == ConflictPolicy::Force || !seen.drift.is_empty();
-    apply::server_side_apply(&api, name, &seen.desired, force).await.map_err(|e| match e {
+    apply::server_side_apply(&api, name, &seen.desired, force, metrics).await.map_err(|e| match e {
         kube::Error::Api(status) if status.code == 409 => format!(
             "conflict with another field manager: {}; set applyPolicy.conflictPolicy Force to take the fields over",
             status.message
@@ -772,6 +804,14 @@ async fn apply_node(
         kube::Error::Api(status) => format!("{} ({}): {}", status.reason, status.code, status.message),
         other => other.to_string(),
     })
+}
+
+/// The `policy` label of `pequod_drift_total`.
+fn policy_label(policy: DriftPolicy) -> &'static str {
+    match policy {
+        DriftPolicy::Correct => "Correct",
+        DriftPolicy::Report => "Report",
+    }
 }
 
 /// A node whose last apply failed: retried each pass, a failure for its dependents meanwhile.

@@ -20,8 +20,9 @@ pub struct Removal {
     pub remaining: Vec<InventoryEntry>,
     /// Human-readable failures, one per entry.
     pub errors: Vec<String>,
-    /// Objects deleted or released in this step.
-    pub removed: usize,
+    /// Kinds of the entries that left the inventory in this step (deleted, released, already
+    /// gone or no longer ours), one per entry.
+    pub removed: Vec<String>,
 }
 
 /// Works on the highest wave of `entries`; entries of lower waves are kept untouched until it
@@ -42,7 +43,7 @@ pub async fn remove_next_wave(
             continue;
         }
         match remove_one(client, resolver, &entry, graph_uid).await {
-            Ok(Gone::Yes) => out.removed += 1,
+            Ok(Gone::Yes) => out.removed.push(entry.kind),
             Ok(Gone::Terminating) => out.remaining.push(entry),
             Err(message) => {
                 out.errors

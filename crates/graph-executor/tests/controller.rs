@@ -1,12 +1,14 @@
 //! The executor as a running controller: readiness changes of managed objects reach the owning
 //! graph through watches, not polling (the requeue interval here is an hour).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use pequod_api::ResourceGraph;
 use pequod_graph_executor::Config;
+use pequod_metrics::Metrics;
 use pequod_testenv::{Profile, shared};
 use support::{config_map, field_equals, graph, node};
 
@@ -36,7 +38,16 @@ async fn a_dependency_becoming_ready_triggers_its_dependent_without_polling() {
         progress_requeue: Duration::from_secs(3600),
         ..Config::default()
     };
-    let controller = tokio::spawn(pequod_graph_executor::run(env.config(), config));
+    let metrics = Arc::new(Metrics::new());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(pequod_graph_executor::run(
+        env.config(),
+        config,
+        metrics.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let cm = |name: &str| config_map(name, json!({"k": "v"}));
     let mut gate = node("gate", cm("gate"), &[]);
@@ -74,5 +85,24 @@ async fn a_dependency_becoming_ready_triggers_its_dependent_without_polling() {
         || async { cms.get_opt("app").await.ok().flatten().is_some() },
     )
     .await;
-    controller.abort();
+    // The shared registry sees the controller's reconciles and the graph's inventory.
+    let managed = format!(r#"pequod_managed_resources{{namespace="{ns}",graph="events"}} 2"#);
+    wait_for(
+        "the inventory size is recorded",
+        Duration::from_secs(30),
+        || async { metrics.encode().contains(&managed) },
+    )
+    .await;
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"pequod_reconcile_total{controller="graph-executor",result="success"}"#),
+        "{text}"
+    );
+    // Shutdown lets the controller finish what it is doing and return.
+    stop.send(()).expect("stop");
+    tokio::time::timeout(Duration::from_secs(30), controller)
+        .await
+        .expect("the controller stops on shutdown")
+        .expect("join")
+        .expect("run");
 }

@@ -136,6 +136,22 @@ async fn applies_in_dependency_order_one_level_per_pass_then_stays_still() {
         ]
     );
 
+    // Metrics: every apply per GVK, one DAG pass per reconcile, the inventory size.
+    let applied =
+        r#"pequod_apply_total{group="",version="v1",kind="ConfigMap",result="success"} 3"#;
+    let managed = format!(r#"pequod_managed_resources{{namespace="{ns}",graph="order"}} 3"#);
+    let text = ctx.metrics.encode();
+    for series in [
+        applied,
+        &managed,
+        "pequod_dag_execution_duration_seconds_count 3",
+    ] {
+        assert!(
+            text.lines().any(|l| l == series),
+            "no {series:?} in\n{text}"
+        );
+    }
+
     // Steady state: no write to the graph or to any object.
     let versions = |g: &ResourceGraph| g.resource_version();
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
@@ -150,6 +166,10 @@ async fn applies_in_dependency_order_one_level_per_pass_then_stays_still() {
         futures_versions(&cms, &["a", "b", "c"]).await,
         before,
         "steady state wrote an object"
+    );
+    assert!(
+        ctx.metrics.encode().lines().any(|l| l == applied),
+        "steady state applied"
     );
 }
 
@@ -477,6 +497,9 @@ async fn removed_nodes_are_pruned_except_protected_and_orphaned_ones() {
         .map(|e| e.id.as_str())
         .collect();
     assert_eq!(inventory, ["keep"]);
+    let pruned = r#"pequod_prune_total{kind="ConfigMap"} 3"#;
+    let text = ctx.metrics.encode();
+    assert!(text.lines().any(|l| l == pruned), "{text}");
 }
 
 #[tokio::test]
@@ -528,6 +551,11 @@ async fn deleting_a_graph_tears_down_in_reverse_order_then_releases_the_finalize
     );
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
     assert!(!is_ours(&cms.get("orphan").await.expect("orphan kept")));
+    let text = ctx.metrics.encode();
+    assert!(
+        !text.contains(r#"graph="teardown""#),
+        "the graph's series go with it: {text}"
+    );
 }
 
 #[tokio::test]
@@ -615,6 +643,16 @@ async fn drift_is_corrected_or_reported_and_ignored_fields_are_left_alone() {
         "ignored fields are not drift: {}",
         drifted.message
     );
+    let text = ctx.metrics.encode();
+    for series in [
+        r#"pequod_drift_total{policy="Correct"} 1"#,
+        r#"pequod_drift_total{policy="Report"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == series),
+            "no {series:?} in\n{text}"
+        );
+    }
 }
 
 #[tokio::test]
