@@ -166,11 +166,11 @@ pub fn summarize(
                 g,
                 now,
             );
-            // Ready keeps False once something failed; before any result it is Unknown.
-            let ready = if find(conditions, types::READY).is_some() {
-                Status::False
-            } else {
-                Status::Unknown
+            // Before any result Ready is Unknown (and stays so while reconciling); once there
+            // was a result it is False until the work is done.
+            let ready = match find(conditions, types::READY) {
+                Some(c) if c.status != "Unknown" => Status::False,
+                _ => Status::Unknown,
             };
             set(conditions, types::READY, ready, reason, message, g, now) | a | b
         }

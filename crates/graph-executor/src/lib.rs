@@ -32,6 +32,7 @@ use pequod_api::ResourceGraph;
 use pequod_metrics::Metrics;
 use tracing::Instrument as _;
 
+pub use pequod_graph::Backoff;
 pub use reconcile::reconcile;
 pub use remove::ANNOTATION_PRUNE;
 pub use scope::Scope;
@@ -173,38 +174,6 @@ impl Error {
     }
 }
 
-/// Consecutive failures per graph, for exponential backoff.
-#[derive(Default)]
-pub struct Backoff {
-    failures: std::sync::Mutex<std::collections::HashMap<(String, String), u32>>,
-}
-
-impl Backoff {
-    /// The delay before retrying after one more failure: 1 s doubling to 5 min, ±20 % jitter
-    /// so that many graphs failing together do not retry together.
-    pub fn next_delay(&self, key: (String, String)) -> Duration {
-        let attempt = self.failures.lock().map_or(1, |mut failures| {
-            let n = failures.entry(key).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        });
-        let base = Duration::from_secs(1).saturating_mul(1_u32 << attempt.saturating_sub(1).min(9));
-        let capped = base.min(Duration::from_secs(300));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let jitter = 0.8 + f64::from(nanos % 1000) / 1000.0 * 0.4;
-        capped.mul_f64(jitter)
-    }
-
-    /// Forgets the failures of a graph that reconciled.
-    pub fn reset(&self, key: &(String, String)) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(key);
-        }
-    }
-}
-
 fn key_of(graph: &ResourceGraph) -> (String, String) {
     (graph.namespace().unwrap_or_default(), graph.name_any())
 }
@@ -270,23 +239,4 @@ pub async fn run(
         })
         .await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_a_cap_and_resets() {
-        let backoff = Backoff::default();
-        let key = ("ns".to_owned(), "g".to_owned());
-        let delays: Vec<Duration> = (0..12).map(|_| backoff.next_delay(key.clone())).collect();
-        let within =
-            |d: Duration, base: f64| d.as_secs_f64() >= base * 0.8 && d.as_secs_f64() <= base * 1.2;
-        assert!(within(delays[0], 1.0), "{delays:?}");
-        assert!(within(delays[3], 8.0), "{delays:?}");
-        assert!(within(delays[11], 300.0), "capped: {delays:?}");
-        backoff.reset(&key);
-        assert!(within(backoff.next_delay(key), 1.0));
-    }
 }

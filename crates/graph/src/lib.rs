@@ -8,15 +8,18 @@
 //! - [`plan`] decides, from the graph and what is observed, which nodes to apply now, which are
 //!   blocked and by what, and in which waves stale or deleted objects are removed.
 //!
+//! - [`backoff`] spaces out retries of failing objects.
 //! - [`drift`] finds the desired fields someone else changed, and strips fields left to others.
 //!
 //! The executor converts API types into [`NodeSpec`]s; this crate only sees plain data.
 
+pub mod backoff;
 pub mod dag;
 pub mod drift;
 pub mod plan;
 pub mod readiness;
 
+pub use backoff::Backoff;
 pub use dag::{Dag, GraphError, NodeSpec, ObjectKey};
 pub use drift::{drifted_fields, remove_fields};
 pub use plan::{NodeState, Plan, plan, removal_waves};

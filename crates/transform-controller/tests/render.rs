@@ -60,10 +60,7 @@ struct Fixture {
 async fn rendered_web(prefix: &str) -> Fixture {
     let env = shared(Profile::Minimal);
     let (client, ns) = env.prepare(&pequod_api::crd::all(), prefix).await;
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        engine: engine(),
-    });
+    let ctx = Arc::new(Context::new(client.clone(), engine()));
     let transforms = Api::<Transform>::namespaced(client.clone(), &ns);
     let good = json!({"image": "docker.io/library/nginx:1.27", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}});
     transforms

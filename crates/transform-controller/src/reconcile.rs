@@ -1,0 +1,561 @@
+//! One pass over a Transform: fetch → merge input → render → check violations → write the
+//! ResourceGraph → status. A failed step ends the pass with status (and an event) and never
+//! touches the last good ResourceGraph.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource as _, ResourceExt as _};
+use pequod_api::conditions::{self, Status, Summary, types};
+use pequod_api::{
+    GraphModule, HistoryEntry, LocalObjectReference, ResolvedCueRef, ResourceGraph,
+    ResourceGraphSpec, Severity, SourceRef, Transform, TransformStatus, Violation,
+};
+use pequod_cue::{EvalError, ModuleSource};
+use serde_json::{Value, json};
+
+use crate::status::{self, Marks};
+use crate::values::{self, Resolved};
+use crate::{Context, Error, FINALIZER};
+
+/// How a pass ended before the graph step, for status.
+enum Outcome {
+    /// The module could not be fetched.
+    FetchFailed { message: String, transient: bool },
+    /// The `valuesFrom` objects could not be read or merged.
+    ValuesFailed { message: String, transient: bool },
+    /// Input or module errors, as violations.
+    Invalid {
+        reason: &'static str,
+        message: String,
+        violations: Vec<Violation>,
+        transient: bool,
+    },
+    /// Nothing the render depends on changed since the graph was written: no render, no write.
+    Unchanged,
+    /// Rendered; Error-severity violations block the write.
+    Rendered(Box<Rendering>),
+}
+
+/// What one successful render produced.
+struct Rendering {
+    rendered: Arc<pequod_cue::Rendered>,
+    fetched: pequod_source::Fetched,
+    hash: String,
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+/// The input the module sees without `valuesFrom`: the Transform's input plus
+/// `metadata {name, namespace}`.
+pub fn merged_input(transform: &Transform) -> Value {
+    values::merge_input(transform, &[]).unwrap_or_else(|_| json!({}))
+}
+
+/// The render hash: what the module rendered from (module digest and the full input).
+fn render_hash(module_digest: &str, input: &Value) -> String {
+    pequod_api::module_digest(
+        &[
+            ("module".to_owned(), module_digest.to_owned()),
+            ("input".to_owned(), input.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+    )
+}
+
+/// Reconciles one Transform. Suspended Transforms write nothing (deletion still tears down).
+pub async fn reconcile(transform: Arc<Transform>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = transform
+        .namespace()
+        .ok_or_else(|| Error::Malformed("no namespace".into()))?;
+    if transform.metadata.deletion_timestamp.is_some() {
+        return teardown(&transform, &ctx, &namespace).await;
+    }
+    if transform.spec.suspend {
+        return Ok(Action::await_change());
+    }
+    ensure_finalizer(&transform, &ctx, &namespace).await?;
+    let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), &namespace);
+    let mut graph = graphs
+        .get_opt(&transform.name_any())
+        .await
+        .map_err(Error::ReadGraph)?;
+    let old = transform.status.clone().unwrap_or_default();
+    let mut status = TransformStatus {
+        observed_generation: transform.metadata.generation,
+        ..old.clone()
+    };
+    let marks = Marks {
+        generation: transform.metadata.generation,
+        time: now(),
+    };
+    let (outcome, secrets) = render(&transform, &ctx, &namespace, graph.as_ref(), &old).await;
+    let retry = record_outcome(
+        &transform,
+        &ctx,
+        &marks,
+        outcome,
+        &secrets,
+        &mut graph,
+        &mut status,
+    )
+    .await?;
+    status::count_nodes(&mut status, graph.as_ref());
+    crate::events::publish(
+        ctx.recorder.as_ref(),
+        &transform,
+        &crate::events::transitions(&old, &status),
+    )
+    .await;
+    if status != old {
+        let patch = json!({"status": status});
+        Api::<Transform>::namespaced(ctx.client.clone(), &namespace)
+            .patch_status(
+                &transform.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(Error::Status)?;
+    }
+    match retry {
+        Some(message) => Err(Error::Transient(message)),
+        None => Ok(Action::await_change()),
+    }
+}
+
+/// Turns the outcome into status (and a graph write); returns a message when the pass should
+/// be retried with backoff (a transient failure).
+async fn record_outcome(
+    transform: &Transform,
+    ctx: &Context,
+    marks: &Marks,
+    outcome: Outcome,
+    secrets: &[String],
+    graph: &mut Option<ResourceGraph>,
+    status: &mut TransformStatus,
+) -> Result<Option<String>, Error> {
+    let redact = |text: &str| status::redact(text, secrets);
+    match outcome {
+        Outcome::FetchFailed { message, transient } => {
+            marks.set(
+                status,
+                types::FETCHED,
+                Status::False,
+                "FetchFailed",
+                &message,
+            );
+            stalled(marks, status, "FetchFailed", &message);
+            Ok(transient.then_some(message))
+        }
+        Outcome::ValuesFailed { message, transient } => {
+            marks.set(status, types::FETCHED, Status::True, "Fetched", "");
+            marks.set(
+                status,
+                types::VALIDATED,
+                Status::False,
+                "ValuesFromFailed",
+                &message,
+            );
+            stalled(marks, status, "ValuesFromFailed", &message);
+            Ok(transient.then_some(message))
+        }
+        Outcome::Invalid {
+            reason,
+            message,
+            violations,
+            transient,
+        } => {
+            let message = redact(&message);
+            marks.set(status, types::FETCHED, Status::True, "Fetched", "");
+            let validated = if reason == "SchemaViolation" {
+                Status::False
+            } else {
+                Status::True
+            };
+            marks.set(status, types::VALIDATED, validated, reason, &message);
+            marks.set(status, types::RENDERED, Status::False, reason, &message);
+            stalled(marks, status, reason, &message);
+            status.violations = violations
+                .into_iter()
+                .map(|v| Violation {
+                    message: redact(&v.message),
+                    ..v
+                })
+                .collect();
+            Ok(transient.then_some(message))
+        }
+        Outcome::Unchanged => {
+            status::summarize_from_graph(marks, status, graph.as_ref());
+            Ok(None)
+        }
+        Outcome::Rendered(rendering) => {
+            let written =
+                on_rendered(transform, ctx, &rendering, marks, status, graph, secrets).await?;
+            if written {
+                status::summarize_from_graph(marks, status, graph.as_ref());
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn stalled(marks: &Marks, status: &mut TransformStatus, reason: &str, message: &str) {
+    marks.summarize(status, Summary::Stalled { reason, message });
+}
+
+/// Fetch → merge input → (unless nothing changed) render. Also returns the Secret values that
+/// went into the input, so that messages can be redacted.
+async fn render(
+    transform: &Transform,
+    ctx: &Context,
+    namespace: &str,
+    graph: Option<&ResourceGraph>,
+    old: &TransformStatus,
+) -> (Outcome, Vec<String>) {
+    let started = Instant::now();
+    let fetched = pequod_source::fetch(&ctx.client, namespace, &transform.spec.cue_ref).await;
+    ctx.metrics.fetched(
+        source_type_label(transform),
+        fetched.is_ok(),
+        started.elapsed(),
+    );
+    let fetched = match fetched {
+        Ok(fetched) => fetched,
+        Err(e) => {
+            let outcome = Outcome::FetchFailed {
+                message: e.to_string(),
+                transient: e.is_transient(),
+            };
+            return (outcome, Vec::new());
+        }
+    };
+    let Resolved { input, secrets } = match values::resolve(&ctx.client, transform).await {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            let outcome = Outcome::ValuesFailed {
+                message: e.to_string(),
+                transient: e.is_transient(),
+            };
+            return (outcome, Vec::new());
+        }
+    };
+    let hash = render_hash(&fetched.digest, &input);
+    if unchanged(transform, ctx, graph, old, &hash) {
+        return (Outcome::Unchanged, secrets);
+    }
+    let module = ModuleSource {
+        digest: fetched.digest.clone(),
+        files: fetched.files.clone(),
+        package: fetched.package.clone(),
+        deps: Vec::new(),
+    };
+    let hits_before = ctx.engine.stats().memo_hits;
+    let started = Instant::now();
+    let evaluated = ctx.engine.evaluate(&module, &input).await;
+    let cache_hit = ctx.engine.stats().memo_hits > hits_before;
+    ctx.metrics
+        .cue_eval(evaluated.is_ok(), started.elapsed(), cache_hit);
+    let outcome = match evaluated {
+        Ok(rendered) => Outcome::Rendered(Box::new(Rendering {
+            rendered,
+            fetched,
+            hash,
+        })),
+        Err(error) => invalid(&error),
+    };
+    (outcome, secrets)
+}
+
+fn source_type_label(transform: &Transform) -> &'static str {
+    match transform.spec.cue_ref.source_type {
+        pequod_api::SourceType::Inline => "inline",
+        pequod_api::SourceType::Configmap => "configmap",
+        pequod_api::SourceType::Oci => "oci",
+        pequod_api::SourceType::Git => "git",
+        pequod_api::SourceType::Embedded => "embedded",
+    }
+}
+
+fn invalid(error: &EvalError) -> Outcome {
+    let reason = match error {
+        EvalError::Schema(_) | EvalError::InvalidInput(_) => "SchemaViolation",
+        EvalError::Timeout(_) | EvalError::OutOfMemory(_) | EvalError::GuestCrash { .. } => {
+            "EvaluationLimit"
+        }
+        _ => "RenderFailed",
+    };
+    let errors = error.cue_errors();
+    let violations = if errors.is_empty() {
+        vec![Violation {
+            path: String::new(),
+            message: error.to_string(),
+            severity: Severity::Error,
+            position: None,
+        }]
+    } else {
+        errors
+            .iter()
+            .map(|e| Violation {
+                path: e.path.clone(),
+                message: e.message.clone(),
+                severity: Severity::Error,
+                position: e.positions.first().map(ToString::to_string),
+            })
+            .collect()
+    };
+    Outcome::Invalid {
+        reason,
+        message: error.to_string(),
+        violations,
+        transient: error.is_transient(),
+    }
+}
+
+/// The graph already holds this render with the Transform's current settings, and the last
+/// pass ended well: nothing to render or write.
+fn unchanged(
+    transform: &Transform,
+    ctx: &Context,
+    graph: Option<&ResourceGraph>,
+    old: &TransformStatus,
+    hash: &str,
+) -> bool {
+    let healthy = |t: &str| conditions::is_true(&old.conditions, t);
+    graph.is_some_and(|g| g.spec.render_hash == hash && settings_match(transform, ctx, g))
+        && old.render_hash.as_deref() == Some(hash)
+        && healthy(types::VALIDATED)
+        && healthy(types::RENDERED)
+}
+
+/// The graph carries the Transform's current executor settings (which are not part of the
+/// render): ServiceAccount, drift policy and deletion policy.
+fn settings_match(transform: &Transform, ctx: &Context, graph: &ResourceGraph) -> bool {
+    graph.spec.service_account_name == service_account(transform, ctx)
+        && graph.spec.drift_policy == transform.spec.drift_policy
+        && graph
+            .spec
+            .nodes
+            .iter()
+            .all(|n| n.apply_policy.deletion_policy == transform.spec.deletion_policy)
+}
+
+/// The Transform's ServiceAccount, else the operator's default.
+fn service_account(transform: &Transform, ctx: &Context) -> Option<String> {
+    transform
+        .spec
+        .service_account_name
+        .clone()
+        .or_else(|| ctx.config.default_service_account.clone())
+}
+
+/// Check violations, then write the graph (only when no Error violation blocks it). Returns
+/// whether the graph holds this render now.
+async fn on_rendered(
+    transform: &Transform,
+    ctx: &Context,
+    r: &Rendering,
+    marks: &Marks,
+    status: &mut TransformStatus,
+    graph: &mut Option<ResourceGraph>,
+    secrets: &[String],
+) -> Result<bool, Error> {
+    marks.set(status, types::FETCHED, Status::True, "Fetched", "");
+    let fetched_at = status
+        .resolved_cue_ref
+        .as_ref()
+        .filter(|c| c.digest == r.fetched.digest)
+        .map_or_else(|| marks.time.clone(), |c| c.fetched_at.clone());
+    status.resolved_cue_ref = Some(ResolvedCueRef {
+        url: r.fetched.url.clone(),
+        version: r.fetched.version.clone(),
+        digest: r.fetched.digest.clone(),
+        fetched_at,
+    });
+    status.violations = r
+        .rendered
+        .violations
+        .iter()
+        .map(|v| Violation {
+            message: status::redact(&v.message, secrets),
+            ..v.clone()
+        })
+        .collect();
+    status.outputs.clone_from(&r.rendered.outputs);
+    let blocking: Vec<String> = status
+        .violations
+        .iter()
+        .filter(|v| v.severity == Severity::Error)
+        .map(|v| format!("{}: {}", v.path, v.message))
+        .collect();
+    if !blocking.is_empty() {
+        let message = format!(
+            "{} policy violation(s) block the apply: {}",
+            blocking.len(),
+            blocking.join("; ")
+        );
+        marks.set(
+            status,
+            types::VALIDATED,
+            Status::False,
+            "PolicyViolation",
+            &message,
+        );
+        marks.set(
+            status,
+            types::RENDERED,
+            Status::False,
+            "PolicyViolation",
+            &message,
+        );
+        stalled(marks, status, "PolicyViolation", &message);
+        return Ok(false);
+    }
+    marks.set(status, types::VALIDATED, Status::True, "Valid", "");
+    let written = write_graph(transform, ctx, r, graph.as_ref()).await?;
+    status::record_history(
+        status,
+        HistoryEntry {
+            revision: written.spec.revision,
+            render_hash: written.spec.render_hash.clone(),
+            module_digest: r.fetched.digest.clone(),
+            version: r.fetched.version.clone(),
+            applied_at: marks.time.clone(),
+        },
+    );
+    let nodes = format!(
+        "revision {}: {} nodes",
+        written.spec.revision,
+        written.spec.nodes.len()
+    );
+    marks.set(status, types::RENDERED, Status::True, "Rendered", &nodes);
+    status.render_hash = Some(r.hash.clone());
+    status.resource_graph_ref = Some(LocalObjectReference {
+        name: transform.name_any(),
+    });
+    *graph = Some(written);
+    Ok(true)
+}
+
+/// Server-side applies the ResourceGraph (same name, owned by the Transform); the revision
+/// goes up only when the render changed. Returns the graph as the server now holds it.
+async fn write_graph(
+    transform: &Transform,
+    ctx: &Context,
+    r: &Rendering,
+    current: Option<&ResourceGraph>,
+) -> Result<ResourceGraph, Error> {
+    let name = transform.name_any();
+    let namespace = transform.namespace().unwrap_or_default();
+    let revision = match current {
+        Some(graph) if graph.spec.render_hash == r.hash => graph.spec.revision,
+        Some(graph) => graph.spec.revision + 1,
+        None => 1,
+    };
+    let uid = transform
+        .uid()
+        .ok_or_else(|| Error::Malformed("no uid".into()))?;
+    let owner = OwnerReference {
+        api_version: Transform::api_version(&()).into_owned(),
+        kind: Transform::kind(&()).into_owned(),
+        name: name.clone(),
+        uid,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let mut nodes = r.rendered.nodes.clone();
+    for node in &mut nodes {
+        node.apply_policy.deletion_policy = transform.spec.deletion_policy;
+    }
+    let mut graph = ResourceGraph::new(
+        &name,
+        ResourceGraphSpec {
+            source_ref: SourceRef {
+                api_version: owner.api_version.clone(),
+                kind: owner.kind.clone(),
+                name: name.clone(),
+            },
+            revision,
+            render_hash: r.hash.clone(),
+            module: GraphModule {
+                reference: transform.spec.cue_ref.reference.chars().take(253).collect(),
+                digest: r.fetched.digest.clone(),
+            },
+            service_account_name: service_account(transform, ctx),
+            drift_policy: transform.spec.drift_policy,
+            nodes,
+        },
+    );
+    graph.metadata.owner_references = Some(vec![owner]);
+    Api::<ResourceGraph>::namespaced(ctx.client.clone(), &namespace)
+        .patch(
+            &name,
+            &PatchParams::apply(pequod_api::FIELD_MANAGER).force(),
+            &Patch::Apply(&graph),
+        )
+        .await
+        .map_err(Error::WriteGraph)
+}
+
+/// Adds the Transform's finalizer before anything is written, so that a delete always tears
+/// the graph down first (even without a garbage collector).
+async fn ensure_finalizer(
+    transform: &Transform,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(), Error> {
+    if transform.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut finalizers = transform.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    // The resourceVersion makes this a compare-and-swap: no other finalizer is lost.
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": transform.resource_version()}});
+    Api::<Transform>::namespaced(ctx.client.clone(), namespace)
+        .patch(
+            &transform.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::Finalizer)?;
+    Ok(())
+}
+
+/// Deletes the ResourceGraph and waits (via the graph watch) until the executor has torn it
+/// down, then lets the Transform go.
+async fn teardown(transform: &Transform, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+    if !transform.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let name = transform.name_any();
+    let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), namespace);
+    if let Some(graph) = graphs.get_opt(&name).await.map_err(Error::ReadGraph)? {
+        if graph.metadata.deletion_timestamp.is_none() {
+            graphs
+                .delete(&name, &DeleteParams::background())
+                .await
+                .map_err(Error::WriteGraph)?;
+        }
+        // The graph's own deletion event brings us back; the requeue is a safety net.
+        return Ok(Action::requeue(std::time::Duration::from_secs(30)));
+    }
+    let finalizers: Vec<String> = transform
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": transform.resource_version()}});
+    Api::<Transform>::namespaced(ctx.client.clone(), namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::Finalizer)?;
+    Ok(Action::await_change())
+}

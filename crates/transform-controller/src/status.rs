@@ -1,0 +1,321 @@
+//! The Transform's status: conditions written per pass, the kstatus summary aggregated from
+//! the ResourceGraph the executor runs, node counts, history, and redaction of Secret values.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use pequod_api::conditions::{self, Status, Summary, types};
+use pequod_api::{HistoryEntry, NodeCounts, NodePhase, ResourceGraph, TransformStatus};
+
+/// How many applied revisions `status.history` keeps.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// The generation and time every condition of one pass is written with.
+pub(crate) struct Marks {
+    pub generation: Option<i64>,
+    pub time: Time,
+}
+
+impl Marks {
+    pub fn set(
+        &self,
+        status: &mut TransformStatus,
+        condition: &str,
+        value: Status,
+        reason: &str,
+        message: &str,
+    ) {
+        conditions::set(
+            &mut status.conditions,
+            condition,
+            value,
+            reason,
+            message,
+            self.generation,
+            &self.time,
+        );
+    }
+
+    pub fn summarize(&self, status: &mut TransformStatus, summary: Summary<'_>) {
+        conditions::summarize(&mut status.conditions, summary, self.generation, &self.time);
+    }
+}
+
+/// What the ResourceGraph says about the objects it runs, as the Transform's kstatus summary.
+/// Only called when the Transform's own steps succeeded.
+pub(crate) fn from_graph(graph: Option<&ResourceGraph>) -> (String, String, SummaryKind) {
+    let Some(graph) = graph else {
+        return (
+            "GraphPending".into(),
+            "waiting for the ResourceGraph".into(),
+            SummaryKind::Reconciling,
+        );
+    };
+    let observed = graph.status.as_ref().and_then(|s| s.observed_generation);
+    if observed.is_none() || observed != graph.metadata.generation {
+        return (
+            "GraphProgressing".into(),
+            format!(
+                "revision {} is waiting for the graph executor",
+                graph.spec.revision
+            ),
+            SummaryKind::Reconciling,
+        );
+    }
+    let status = graph.status.clone().unwrap_or_default();
+    let condition = |t: &str| conditions::find(&status.conditions, t).cloned();
+    if let Some(stalled) = condition(types::STALLED).filter(|c| c.status == "True") {
+        return (stalled.reason, stalled.message, SummaryKind::Stalled);
+    }
+    if let Some(ready) = condition(types::READY).filter(|c| c.status == "True") {
+        let message = format!(
+            "revision {}: all {} nodes ready",
+            graph.spec.revision,
+            graph.spec.nodes.len()
+        );
+        return (ready.reason, message, SummaryKind::Ready);
+    }
+    // Failed nodes are retried with backoff: the Transform is still reconciling, with their message.
+    let (reason, message) = condition(types::RECONCILING)
+        .or_else(|| condition(types::READY))
+        .map_or_else(
+            || ("GraphProgressing".into(), "the graph is progressing".into()),
+            |c| (c.reason, c.message),
+        );
+    (reason, message, SummaryKind::Reconciling)
+}
+
+/// Which of the three kstatus summaries holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SummaryKind {
+    Ready,
+    Reconciling,
+    Stalled,
+}
+
+/// Writes the summary aggregated from the graph into the Transform's conditions.
+pub(crate) fn summarize_from_graph(
+    marks: &Marks,
+    status: &mut TransformStatus,
+    graph: Option<&ResourceGraph>,
+) {
+    let (reason, message, kind) = from_graph(graph);
+    let summary = match kind {
+        SummaryKind::Ready => Summary::Ready {
+            reason: &reason,
+            message: &message,
+        },
+        SummaryKind::Reconciling => Summary::Reconciling {
+            reason: &reason,
+            message: &message,
+        },
+        SummaryKind::Stalled => Summary::Stalled {
+            reason: &reason,
+            message: &message,
+        },
+    };
+    marks.summarize(status, summary);
+}
+
+/// Node counts (`nodes`, `readyNodes`) from the graph's per-node status.
+pub(crate) fn count_nodes(status: &mut TransformStatus, graph: Option<&ResourceGraph>) {
+    let Some(graph) = graph else {
+        status.nodes = None;
+        status.ready_nodes = None;
+        return;
+    };
+    let nodes = graph
+        .status
+        .as_ref()
+        .map(|s| s.nodes.as_slice())
+        .unwrap_or_default();
+    // Count only nodes of the current spec: a pruned node's status may linger.
+    let in_spec = |id: &str| graph.spec.nodes.iter().any(|n| n.id == id);
+    let count = |phase: NodePhase| {
+        nodes
+            .iter()
+            .filter(|n| n.phase == phase && in_spec(&n.id))
+            .count()
+    };
+    let total = graph.spec.nodes.len();
+    let to_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    status.nodes = Some(NodeCounts {
+        total: to_i32(total),
+        ready: to_i32(count(NodePhase::Ready)),
+        failed: to_i32(count(NodePhase::Failed)),
+    });
+    status.ready_nodes = Some(format!("{}/{total}", count(NodePhase::Ready)));
+}
+
+/// Records a newly written revision at the front of `history`, keeping the last
+/// [`HISTORY_LIMIT`]. Re-writing the same revision changes nothing.
+pub(crate) fn record_history(status: &mut TransformStatus, entry: HistoryEntry) {
+    if status
+        .history
+        .first()
+        .is_some_and(|h| h.revision == entry.revision && h.render_hash == entry.render_hash)
+    {
+        return;
+    }
+    status.history.insert(0, entry);
+    status.history.truncate(HISTORY_LIMIT);
+}
+
+/// Replaces every Secret value (of 4 characters or more: shorter ones would blank out ordinary
+/// words) in `text` with `[redacted]`: CUE messages quote the values they reject.
+pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| s.chars().count() >= 4) {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), "[redacted]");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pequod_api::{NodeStatus, ResourceGraphSpec, ResourceGraphStatus};
+
+    fn history(revision: i64) -> HistoryEntry {
+        HistoryEntry {
+            revision,
+            render_hash: format!("h{revision}"),
+            module_digest: "sha256:m".into(),
+            version: None,
+            applied_at: Time(jiff::Timestamp::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn history_keeps_the_last_ten_newest_first_without_duplicates() {
+        let mut status = TransformStatus::default();
+        for revision in 1..=12 {
+            record_history(&mut status, history(revision));
+            record_history(&mut status, history(revision));
+        }
+        let revisions: Vec<i64> = status.history.iter().map(|h| h.revision).collect();
+        assert_eq!(revisions, (3..=12).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn secrets_are_redacted_but_short_values_are_left_alone() {
+        let secrets = vec!["hunter2".to_owned(), "on".to_owned()];
+        assert_eq!(
+            redact(
+                "conflicting values \"hunter2\" and int (mismatched types) on line 3",
+                &secrets
+            ),
+            "conflicting values \"[redacted]\" and int (mismatched types) on line 3"
+        );
+    }
+
+    fn graph(
+        generation: i64,
+        observed: Option<i64>,
+        conds: &[(&str, &str, &str)],
+    ) -> ResourceGraph {
+        let node = |id: &str| pequod_api::GraphNode {
+            id: id.into(),
+            object: serde_json::json!({}),
+            depends_on: Vec::new(),
+            ready_when: Vec::new(),
+            apply_policy: pequod_api::ApplyPolicy::default(),
+        };
+        let mut g = ResourceGraph::new(
+            "web",
+            ResourceGraphSpec {
+                source_ref: pequod_api::SourceRef {
+                    api_version: String::new(),
+                    kind: String::new(),
+                    name: String::new(),
+                },
+                revision: 3,
+                render_hash: "h".into(),
+                module: pequod_api::GraphModule {
+                    reference: String::new(),
+                    digest: String::new(),
+                },
+                service_account_name: None,
+                drift_policy: pequod_api::DriftPolicy::Correct,
+                nodes: vec![node("a"), node("b")],
+            },
+        );
+        g.metadata.generation = Some(generation);
+        let time = Time(jiff::Timestamp::UNIX_EPOCH);
+        let mut status = ResourceGraphStatus {
+            observed_generation: observed,
+            ..ResourceGraphStatus::default()
+        };
+        for (t, s, reason) in conds {
+            let value = if *s == "True" {
+                Status::True
+            } else {
+                Status::False
+            };
+            conditions::set(
+                &mut status.conditions,
+                t,
+                value,
+                reason,
+                "m",
+                observed,
+                &time,
+            );
+        }
+        status.nodes = vec![
+            node_status("a", NodePhase::Ready),
+            node_status("gone", NodePhase::Ready),
+        ];
+        g.status = Some(status);
+        g
+    }
+
+    fn node_status(id: &str, phase: NodePhase) -> NodeStatus {
+        NodeStatus {
+            id: id.into(),
+            phase,
+            reason: None,
+            message: None,
+            object_ref: None,
+            applied_hash: None,
+            normalized_fields: Vec::new(),
+            last_transition_time: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_follows_the_graph_once_it_observed_the_current_generation() {
+        assert_eq!(from_graph(None).2, SummaryKind::Reconciling);
+        let ready = graph(2, Some(2), &[("Ready", "True", "AllNodesReady")]);
+        assert_eq!(from_graph(Some(&ready)).2, SummaryKind::Ready);
+        let stale = graph(3, Some(2), &[("Ready", "True", "AllNodesReady")]);
+        assert_eq!(
+            from_graph(Some(&stale)).2,
+            SummaryKind::Reconciling,
+            "a Ready from the previous revision does not count"
+        );
+        let stalled = graph(
+            2,
+            Some(2),
+            &[
+                ("Stalled", "True", "InvalidGraph"),
+                ("Ready", "False", "InvalidGraph"),
+            ],
+        );
+        assert_eq!(
+            from_graph(Some(&stalled)),
+            ("InvalidGraph".into(), "m".into(), SummaryKind::Stalled)
+        );
+    }
+
+    #[test]
+    fn node_counts_ignore_status_of_nodes_no_longer_in_the_spec() {
+        let mut status = TransformStatus::default();
+        count_nodes(&mut status, Some(&graph(1, Some(1), &[])));
+        assert_eq!(status.ready_nodes.as_deref(), Some("1/2"));
+        assert_eq!(
+            status.nodes.map(|n| (n.total, n.ready, n.failed)),
+            Some((2, 1, 0))
+        );
+    }
+}
