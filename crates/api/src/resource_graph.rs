@@ -338,6 +338,7 @@ pub struct InventoryEntry {
     /// Dependency level of the node when it was recorded (0: no dependencies). Prune and
     /// teardown remove the highest level first, from the inventory alone.
     #[serde(default)]
+    #[schemars(with = "i32", range(min = 0))]
     pub level: u32,
     /// Node's deletion policy when it was recorded: `Orphan` objects are released, not deleted.
     #[serde(default)]

@@ -20,7 +20,7 @@ use crate::schema::preserve_unknown_object;
     category = "pequod",
     namespaced,
     status = "TransformStatus",
-    printcolumn = r#"{"name":"Module","type":"string","jsonPath":".spec.cueRef.ref"}"#,
+    printcolumn = r#"{"name":"Module","type":"string","jsonPath":".status.resolvedCueRef.url"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.resolvedCueRef.version"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.readyNodes","description":"Graph nodes ready / total"}"#,

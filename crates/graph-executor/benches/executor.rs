@@ -329,6 +329,7 @@ fn main() {
             config,
             std::sync::Arc::default(),
             std::future::pending(),
+            std::sync::Arc::default(),
         ));
         let propagation = propagation(&env, &client, samples).await;
         let scale = scale(&env, &client, graphs_count).await;

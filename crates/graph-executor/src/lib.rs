@@ -59,6 +59,10 @@ pub struct Config {
     pub apply_concurrency: usize,
     /// How soon a graph with progressing nodes is looked at again.
     pub progress_requeue: Duration,
+    /// Namespaces whose graphs this executor runs; empty means every namespace.
+    pub namespaces: Vec<String>,
+    /// Graphs reconciled in parallel (0: no limit).
+    pub concurrency: u16,
 }
 
 impl Default for Config {
@@ -67,6 +71,8 @@ impl Default for Config {
             scope: Scope::default(),
             apply_concurrency: 4,
             progress_requeue: Duration::from_secs(2),
+            namespaces: Vec::new(),
+            concurrency: 8,
         }
     }
 }
@@ -194,20 +200,44 @@ pub fn error_policy(graph: Arc<ResourceGraph>, error: &Error, ctx: Arc<Context>)
 /// Runs the executor, recording into `metrics`, until `shutdown` completes: then no new
 /// reconcile starts, those in flight finish, and `run` returns. Dropping the future instead is
 /// safe too (every write is recorded before it is made, so an interrupted pass is picked up by
-/// the next one; the watch tasks are aborted with it).
+/// the next one; the watch tasks are aborted with it). `synced` is notified once the graph
+/// cache holds its first full list.
 pub async fn run(
     kube_config: kube::Config,
     config: Config,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    synced: Arc<tokio::sync::Notify>,
 ) -> Result<(), kube::Error> {
     let mut context = Context::from_config(kube_config, config)?.with_metrics(metrics);
     let client = context.client.clone();
-    let graphs = Api::<ResourceGraph>::all(client.clone());
+    let graphs = match context.config.namespaces.as_slice() {
+        [only] => Api::<ResourceGraph>::namespaced(client.clone(), only),
+        _ => Api::<ResourceGraph>::all(client.clone()),
+    };
     let (triggers, triggered) = futures::channel::mpsc::unbounded();
     context.watches = Some(Arc::new(watches::Watches::new(client, triggers)));
     let context = Arc::new(context);
-    Controller::new(graphs, watcher::Config::default())
+    let controller = Controller::new(graphs, watcher::Config::default()).with_config(
+        kube::runtime::controller::Config::default().concurrency(context.config.concurrency),
+    );
+    let store = controller.store();
+    tokio::spawn(async move {
+        // Re-polled: a store's readiness wakes only its last waiter (the controller's runner).
+        loop {
+            let wait = store.wait_until_ready();
+            match tokio::time::timeout(std::time::Duration::from_millis(250), wait).await {
+                Ok(Ok(())) => {
+                    tracing::info!("ResourceGraphs cache synced");
+                    synced.notify_one();
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Err(_) => {}
+            }
+        }
+    });
+    controller
         .reconcile_on(triggered)
         .graceful_shutdown_on(shutdown)
         .run(
@@ -217,6 +247,11 @@ pub async fn run(
                     graph = %format!("{}/{}", graph.namespace().unwrap_or_default(), graph.name_any())
                 );
                 async move {
+                    let namespaces = &ctx.config.namespaces;
+                    let namespace = graph.namespace().unwrap_or_default();
+                    if !namespaces.is_empty() && !namespaces.contains(&namespace) {
+                        return Ok(Action::await_change());
+                    }
                     let key = key_of(&graph);
                     let started = Instant::now();
                     let result = reconcile(graph, ctx.clone()).await;

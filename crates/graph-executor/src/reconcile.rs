@@ -198,6 +198,19 @@ async fn validate(
     let mut resolver = Resolver::new(ctx.client.clone());
     let mut observed = Vec::with_capacity(graph.spec.nodes.len());
     let mut specs = Vec::with_capacity(graph.spec.nodes.len());
+    let scope = ctx.config.scope.for_graph_creating(
+        graph
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| n.object["apiVersion"] == "v1" && n.object["kind"] == "Namespace")
+            .filter_map(|n| {
+                n.object
+                    .pointer("/metadata/name")?
+                    .as_str()
+                    .map(str::to_owned)
+            }),
+    );
     for node in &graph.spec.nodes {
         let api_version = node.object["apiVersion"].as_str().unwrap_or_default();
         let kind = node.object["kind"].as_str().unwrap_or_default();
@@ -223,11 +236,7 @@ async fn validate(
                 return Ok(Err(("InvalidGraph", e.to_string())));
             }
         };
-        if let Some(refusal) = ctx
-            .config
-            .scope
-            .refusal(namespace, &spec.object, !namespaced)
-        {
+        if let Some(refusal) = scope.refusal(namespace, &spec.object, !namespaced) {
             let message = format!("node {:?}: {refusal}", node.id);
             return Ok(Err(("OutOfScope", message)));
         }

@@ -13,6 +13,17 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// This scope for a graph that creates the Namespaces `created`: when cluster-scoped
+    /// objects are allowed, a graph may also fill the Namespaces it creates itself.
+    #[must_use]
+    pub fn for_graph_creating(&self, created: impl IntoIterator<Item = String>) -> Scope {
+        let mut scope = self.clone();
+        if self.allow_cluster_scoped {
+            scope.extra_namespaces.extend(created);
+        }
+        scope
+    }
+
     /// Why `object` (with its resolved namespace; `None` for cluster-scoped) may not be written
     /// by a graph in `graph_namespace`, or `None` when it may.
     pub fn refusal(
@@ -41,6 +52,19 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_graph_may_fill_the_namespace_it_creates_only_with_cluster_scope() {
+        let strict = Scope::default().for_graph_creating(["dev".to_owned()]);
+        assert!(strict.refusal("team", &key(Some("dev")), false).is_some());
+        let open = Scope {
+            allow_cluster_scoped: true,
+            extra_namespaces: Vec::new(),
+        }
+        .for_graph_creating(["dev".to_owned()]);
+        assert_eq!(open.refusal("team", &key(Some("dev")), false), None);
+        assert!(open.refusal("team", &key(Some("prod")), false).is_some());
+    }
 
     fn key(namespace: Option<&str>) -> ObjectKey {
         ObjectKey {

@@ -47,6 +47,7 @@ async fn a_dependency_becoming_ready_triggers_its_dependent_without_polling() {
         async {
             let _ = stopped.await;
         },
+        std::sync::Arc::default(),
     ));
 
     let cm = |name: &str| config_map(name, json!({"k": "v"}));

@@ -1,3 +1,260 @@
 //! `pequod-operator`: runs the transform-controller and the graph-executor.
+//!
+//! Start-up: flags/env → JSON logs → HTTP endpoint (/metrics, /healthz, /readyz) → CUE engine
+//! (precompiled guest) → leader election (unless disabled) → both controllers. `/readyz` turns
+//! ready once the engine is loaded and either this replica is a standby or the controllers'
+//! caches hold their first full list. SIGTERM/SIGINT stop the controllers (in-flight reconciles
+//! finish), release the Lease for an immediate hand-over, and exit 0. A leader that loses its
+//! Lease stops at once and exits 1, so that it restarts as a clean standby.
 
-fn main() {}
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use pequod_cue::{Engine, EngineConfig};
+use pequod_metrics::Metrics;
+use pequod_operator::config::{Args, LogFormat};
+use pequod_operator::http::{self, Health};
+use pequod_operator::leader::{LeaderElector, LeaseConfig};
+use tokio::sync::{Notify, watch};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args);
+    match run(args).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "operator failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &Args) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves once `stop` says true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Sets `stop` on SIGTERM or SIGINT.
+fn on_signals(stop: watch::Sender<bool>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        let _ = stop.send(true);
+    });
+    Ok(())
+}
+
+/// What every part of the process shares.
+struct Parts {
+    args: Args,
+    kube_config: kube::Config,
+    client: Client,
+    metrics: Arc<Metrics>,
+    health: Health,
+    stop: watch::Sender<bool>,
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let kube_config = kube::Config::infer()
+        .await
+        .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
+    let client = Client::try_from(kube_config.clone()).context("building the Kubernetes client")?;
+    let (stop, _) = watch::channel(false);
+    on_signals(stop.clone())?;
+    let parts = Parts {
+        args,
+        kube_config,
+        client,
+        metrics: Arc::new(Metrics::new()),
+        health: Health::new(),
+        stop,
+    };
+    parts.health.set_not_ready("CUE engine loading");
+    let listener = tokio::net::TcpListener::bind(parts.args.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP endpoint {}", parts.args.http_addr))?;
+    tracing::info!(address = %parts.args.http_addr, "serving /metrics, /healthz, /readyz");
+    let server = tokio::spawn(http::serve(
+        listener,
+        parts.metrics.clone(),
+        parts.health.clone(),
+        stopped(parts.stop.subscribe()),
+    ));
+    let result = match load_engine(&parts.args).await {
+        Ok(engine) if parts.args.leader_elect => lead(&parts, engine).await,
+        Ok(engine) => run_controllers(&parts, engine).await,
+        Err(error) => Err(error),
+    };
+    let _ = parts.stop.send(true);
+    if let Ok(Err(error)) = server.await {
+        tracing::warn!(%error, "HTTP endpoint failed");
+    }
+    result
+}
+
+async fn load_engine(args: &Args) -> anyhow::Result<Engine> {
+    let mut config = EngineConfig {
+        timeout: args.cue_timeout,
+        memory_limit: args.cue_memory_mib.saturating_mul(1024 * 1024),
+        max_instances: args.cue_instances.max(1),
+        ..EngineConfig::default()
+    };
+    config.recycle_above_bytes = config.recycle_above_bytes.min(config.memory_limit / 2);
+    if let Some(dir) = &args.cue_cache_dir {
+        config.cache_dir = Some(dir.clone());
+    }
+    let engine = tokio::task::spawn_blocking(move || Engine::new(config))
+        .await
+        .context("the CUE engine start-up panicked")?
+        .context("starting the CUE engine")?;
+    let preparation = engine.preparation();
+    tracing::info!(?preparation, "CUE engine ready");
+    Ok(engine)
+}
+
+/// Waits to become leader (a standby is ready), runs the controllers while leading, and hands
+/// the Lease over on shutdown.
+async fn lead(parts: &Parts, engine: Engine) -> anyhow::Result<()> {
+    let args = &parts.args;
+    let lease = LeaseConfig {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+        ..LeaseConfig::new(
+            &args.leader_election_namespace,
+            &args.lease_name,
+            args.identity(),
+        )
+    };
+    let elector = LeaderElector::new(parts.client.clone(), lease).context("leader election")?;
+    parts.health.set_ready(true);
+    let mut stop = parts.stop.subscribe();
+    tracing::info!(identity = %elector.config().identity, "waiting for leadership");
+    let mut leadership = tokio::select! {
+        leadership = elector.acquire() => leadership.context("acquiring the Lease")?,
+        _ = stop.wait_for(|stop| *stop) => return Ok(()),
+    };
+    tracing::info!(identity = %elector.config().identity, "leading");
+    parts.metrics.set_leader(true);
+    parts.health.set_not_ready("waiting for caches");
+    let lost = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (lost, stop_all) = (lost.clone(), parts.stop.clone());
+        let mut stop = parts.stop.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = leadership.lost() => {
+                    lost.store(true, Ordering::SeqCst);
+                    tracing::error!("lost the Lease: stopping the controllers");
+                    let _ = stop_all.send(true);
+                }
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
+            leadership
+        })
+    };
+    let result = run_controllers(parts, engine).await;
+    let _ = parts.stop.send(true);
+    let leadership = watcher.await.context("the leadership watcher panicked")?;
+    parts.metrics.set_leader(false);
+    if lost.load(Ordering::SeqCst) {
+        anyhow::bail!(
+            "lost leadership of the Lease; exiting so that a restart begins as a standby"
+        );
+    }
+    leadership.release().await.context("releasing the Lease")?;
+    tracing::info!("released the Lease");
+    result
+}
+
+/// Runs both controllers until `stop`; marks the process ready once both caches are synced.
+async fn run_controllers(parts: &Parts, engine: Engine) -> anyhow::Result<()> {
+    let args = &parts.args;
+    let reporter = Reporter {
+        controller: "pequod-operator".into(),
+        instance: Some(args.identity()),
+    };
+    let transform_context = Arc::new(pequod_transform_controller::Context {
+        config: pequod_transform_controller::Config {
+            default_service_account: args.default_service_account.clone(),
+        },
+        recorder: Some(Recorder::new(parts.client.clone(), reporter)),
+        metrics: parts.metrics.clone(),
+        ..pequod_transform_controller::Context::new(parts.client.clone(), engine)
+    });
+    let namespaces = if args.namespaces.is_empty() {
+        pequod_transform_controller::Namespaces::All
+    } else {
+        pequod_transform_controller::Namespaces::Only(args.namespaces.clone())
+    };
+    let executor_config = pequod_graph_executor::Config {
+        scope: pequod_graph_executor::Scope {
+            allow_cluster_scoped: args.allow_cluster_scoped,
+            extra_namespaces: args.allow_namespaces.clone(),
+        },
+        apply_concurrency: args.apply_concurrency.max(1),
+        namespaces: args.namespaces.clone(),
+        concurrency: args.graph_concurrency,
+        ..pequod_graph_executor::Config::default()
+    };
+    let (transforms_synced, graphs_synced) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let ready = {
+        let (a, b, health) = (
+            transforms_synced.clone(),
+            graphs_synced.clone(),
+            parts.health.clone(),
+        );
+        tokio::spawn(async move {
+            a.notified().await;
+            b.notified().await;
+            tracing::info!("caches synced: ready");
+            health.set_ready(true);
+        })
+    };
+    tracing::info!(namespaces = ?args.namespaces, "starting the controllers");
+    let ((), executor) = tokio::join!(
+        pequod_transform_controller::run(
+            transform_context,
+            namespaces,
+            args.transform_concurrency,
+            stopped(parts.stop.subscribe()),
+            transforms_synced,
+        ),
+        pequod_graph_executor::run(
+            parts.kube_config.clone(),
+            executor_config,
+            parts.metrics.clone(),
+            stopped(parts.stop.subscribe()),
+            graphs_synced,
+        ),
+    );
+    ready.abort();
+    parts.health.set_not_ready("shutting down");
+    executor.context("the graph executor failed")
+}

@@ -106,12 +106,14 @@ fn error_policy(transform: Arc<Transform>, error: &Error, ctx: Arc<Context>) -> 
     Action::requeue(ctx.backoff.next_delay(key_of(&transform)))
 }
 
-/// Runs the transform-controller until `shutdown` resolves (in-flight reconciles finish).
+/// Runs the transform-controller until `shutdown` resolves (in-flight reconciles finish);
+/// `synced` is notified once the Transform cache holds its first full list.
 pub async fn run(
     ctx: Arc<Context>,
     namespaces: Namespaces,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    synced: Arc<tokio::sync::Notify>,
 ) {
     let client = ctx.client.clone();
     let controller = Controller::new(
@@ -120,6 +122,22 @@ pub async fn run(
     )
     .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
+    let initial = store.clone();
+    tokio::spawn(async move {
+        // Re-polled: a store's readiness wakes only its last waiter (the controller's runner).
+        loop {
+            let wait = initial.wait_until_ready();
+            match tokio::time::timeout(std::time::Duration::from_millis(250), wait).await {
+                Ok(Ok(())) => {
+                    tracing::info!("Transforms cache synced");
+                    synced.notify_one();
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Err(_) => {}
+            }
+        }
+    });
     let (for_configmaps, for_secrets) = (store.clone(), store);
     let configmaps = watcher(
         namespaces.api::<PartialObjectMeta<ConfigMap>>(&client),

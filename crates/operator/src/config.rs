@@ -1,0 +1,173 @@
+//! The operator's configuration: flags, each with an environment variable (the Helm chart
+//! sets the variables; a developer types the flags).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log pipelines).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// `pequod-operator`: runs the transform-controller and the graph-executor.
+#[derive(Clone, Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Namespaces whose Transforms and graphs are reconciled (comma-separated); empty means all.
+    #[arg(long, env = "PEQUOD_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Let graphs create cluster-scoped objects (Namespaces, CRDs, ClusterRoles).
+    #[arg(long, env = "PEQUOD_ALLOW_CLUSTER_SCOPED")]
+    pub allow_cluster_scoped: bool,
+
+    /// Namespaces every graph may also write to, besides its own (comma-separated).
+    #[arg(long, env = "PEQUOD_ALLOW_NAMESPACES", value_delimiter = ',')]
+    pub allow_namespaces: Vec<String>,
+
+    /// ServiceAccount (in the Transform's namespace) impersonated for Transforms that name none.
+    #[arg(long, env = "PEQUOD_DEFAULT_SERVICE_ACCOUNT")]
+    pub default_service_account: Option<String>,
+
+    /// CPU deadline of one CUE evaluation (e.g. `10s`, `500ms`).
+    #[arg(long, env = "PEQUOD_CUE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub cue_timeout: Duration,
+
+    /// Memory cap of one CUE evaluation, in MiB.
+    #[arg(long, env = "PEQUOD_CUE_MEMORY_MIB", default_value_t = 512)]
+    pub cue_memory_mib: u64,
+
+    /// CUE evaluations run in parallel (each needs up to `--cue-memory-mib`).
+    #[arg(long, env = "PEQUOD_CUE_INSTANCES", default_value_t = 2)]
+    pub cue_instances: usize,
+
+    /// Where the precompiled CUE guest is cached (default: `~/.cache/pequod/cue`).
+    #[arg(long, env = "PEQUOD_CUE_CACHE_DIR")]
+    pub cue_cache_dir: Option<PathBuf>,
+
+    /// Transforms reconciled in parallel.
+    #[arg(long, env = "PEQUOD_TRANSFORM_CONCURRENCY", default_value_t = 8)]
+    pub transform_concurrency: u16,
+
+    /// ResourceGraphs executed in parallel.
+    #[arg(long, env = "PEQUOD_GRAPH_CONCURRENCY", default_value_t = 8)]
+    pub graph_concurrency: u16,
+
+    /// Nodes of one graph applied in parallel.
+    #[arg(long, env = "PEQUOD_APPLY_CONCURRENCY", default_value_t = 4)]
+    pub apply_concurrency: usize,
+
+    /// Elect a leader among replicas on a coordination.k8s.io Lease (`--leader-elect=false`
+    /// for a single local process).
+    #[arg(long, env = "PEQUOD_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "pequod-system")]
+    pub leader_election_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "PEQUOD_LEASE_NAME", default_value = "pequod-operator")]
+    pub lease_name: String,
+
+    /// This replica's identity in the Lease (default: the pod name, else host name + pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// How long a leader's Lease is valid without renewal.
+    #[arg(long, env = "PEQUOD_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// How long a leader keeps trying to renew before it steps down.
+    #[arg(long, env = "PEQUOD_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub renew_deadline: Duration,
+
+    /// How often candidates try to acquire and the leader renews.
+    #[arg(long, env = "PEQUOD_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub retry_period: Duration,
+
+    /// Address of the HTTP endpoint serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "PEQUOD_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "PEQUOD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Log filter (`RUST_LOG` syntax).
+    #[arg(long, env = "PEQUOD_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Args {
+    /// This replica's Lease identity.
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map_or_else(|_| "pequod".into(), |h| h.trim().to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+/// `1h`, `10s`, `500ms`, `2m`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err_and(|e| e.contains("unknown unit")));
+    }
+
+    #[test]
+    fn flags_and_defaults() {
+        let args = Args::try_parse_from([
+            "pequod-operator",
+            "--namespaces=a,b",
+            "--leader-elect=false",
+            "--cue-timeout=2s",
+        ])
+        .expect("parse");
+        assert_eq!(args.namespaces, ["a", "b"]);
+        assert!(!args.leader_elect);
+        assert_eq!(args.cue_timeout, Duration::from_secs(2));
+        assert_eq!(args.http_addr.to_string(), "127.0.0.1:8080");
+        assert!(Args::try_parse_from(["pequod-operator", "--leader-elect=maybe"]).is_err());
+    }
+}
