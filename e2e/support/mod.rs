@@ -85,9 +85,14 @@ impl Operator {
                 "operator never became ready:\n{}",
                 operator.log_tail()
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         operator
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// A plain HTTP/1.0 GET: (status code, body).

@@ -71,19 +71,6 @@ fn app_objects(name: &str) -> Vec<(String, Value, Vec<&'static str>)> {
     ]
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 async fn wait_ready(graphs: &Api<ResourceGraph>, name: &str, ctx: &Arc<Context>) {
     for _ in 0..20 {
         let graph = graphs.get(name).await.expect("graph");
@@ -201,8 +188,8 @@ async fn propagation(env: &TestEnv, client: &Client, samples: usize) -> Value {
     latencies.sort();
     json!({
         "samples": samples,
-        "p50_ms": percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
-        "p99_ms": percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        "p50_ms": pequod_testenv::percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
+        "p99_ms": pequod_testenv::percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
     })
 }
 

@@ -285,6 +285,21 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// The `p`-quantile (0.0–1.0, nearest rank) of sorted samples; zero when there are none. For
+/// benchmarks that measure against these control planes.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
 /// A DNS-label name unique in this process and very likely across processes.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
