@@ -13,8 +13,13 @@
 //! one DAG pass (`pequod_dag_execution_duration_seconds`), the inventory size per graph
 //! (`pequod_managed_resources`, forgotten once teardown finishes), drift found per policy,
 //! prunes per kind, and every server-side apply per GVK.
+//!
+//! Kubernetes Events go on the ResourceGraph, on transitions only (see `events`): nodes
+//! applied, failed, drift corrected; objects pruned or left in place; drift reported; the
+//! graph stalled or ready. [`run`] publishes them as `pequod-graph-executor`.
 
 mod apply;
+mod events;
 mod reconcile;
 mod remove;
 mod scope;
@@ -26,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt as _};
 use pequod_api::ResourceGraph;
@@ -39,6 +45,8 @@ pub use scope::Scope;
 
 /// The `controller` label of the executor's reconcile metrics.
 pub const CONTROLLER: &str = "graph-executor";
+/// The reporting controller of the executor's Kubernetes Events.
+pub const REPORTER: &str = "pequod-graph-executor";
 /// Label on every object Pequod applies: the owning graph's name.
 pub const LABEL_GRAPH: &str = "platform.pequod.io/graph";
 /// Label on every object Pequod applies: the owning graph's namespace.
@@ -93,6 +101,9 @@ pub struct Context {
     /// Where reconciles, applies, prunes and drift are counted; shared with impersonating
     /// contexts.
     pub metrics: Arc<Metrics>,
+    /// Publishes Kubernetes Events on graphs with the operator's own client (kept when
+    /// impersonating); `None` publishes nothing.
+    pub recorder: Option<Recorder>,
 }
 
 impl Context {
@@ -105,6 +116,16 @@ impl Context {
             backoff: Arc::default(),
             kube_config: None,
             metrics: Arc::default(),
+            recorder: None,
+        }
+    }
+
+    /// The same context publishing Kubernetes Events through `recorder`.
+    #[must_use]
+    pub fn with_recorder(self, recorder: Recorder) -> Self {
+        Self {
+            recorder: Some(recorder),
+            ..self
         }
     }
 
@@ -141,6 +162,7 @@ impl Context {
         config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
         let client = Client::try_from(config)
             .map_err(|e| format!("cannot build an impersonating client: {e}"))?;
+        // Everything else, the event recorder (the operator's client) included, is shared.
         Ok(Self {
             client,
             ..self.clone()
@@ -201,7 +223,8 @@ pub fn error_policy(graph: Arc<ResourceGraph>, error: &Error, ctx: Arc<Context>)
 /// reconcile starts, those in flight finish, and `run` returns. Dropping the future instead is
 /// safe too (every write is recorded before it is made, so an interrupted pass is picked up by
 /// the next one; the watch tasks are aborted with it). `synced` is notified once the graph
-/// cache holds its first full list.
+/// cache holds its first full list. Events on graphs are published as [`REPORTER`] with the
+/// operator's own client (RBAC: `create` and `patch` on `events.events.k8s.io`).
 pub async fn run(
     kube_config: kube::Config,
     config: Config,
@@ -211,6 +234,11 @@ pub async fn run(
 ) -> Result<(), kube::Error> {
     let mut context = Context::from_config(kube_config, config)?.with_metrics(metrics);
     let client = context.client.clone();
+    let reporter = Reporter {
+        controller: REPORTER.into(),
+        instance: None,
+    };
+    context = context.with_recorder(Recorder::new(client.clone(), reporter));
     let graphs = match context.config.namespaces.as_slice() {
         [only] => Api::<ResourceGraph>::namespaced(client.clone(), only),
         _ => Api::<ResourceGraph>::all(client.clone()),

@@ -19,7 +19,7 @@ use pequod_metrics::Metrics;
 use serde_json::Value;
 
 use crate::apply::{self, Owner, Resolver, Served};
-use crate::{Context, Error, FINALIZER, remove};
+use crate::{Context, Error, FINALIZER, events, remove};
 
 /// Everything learned about one node before planning.
 struct Observed {
@@ -84,14 +84,8 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     let ctx = match ctx.acting_for(&namespace, graph.spec.service_account_name.as_deref()) {
         Ok(acting) => Arc::new(acting),
         Err(message) => {
-            return stalled(
-                &graphs,
-                &graph,
-                old_status,
-                "ImpersonationUnavailable",
-                &message,
-            )
-            .await;
+            let refusal = ("ImpersonationUnavailable", message);
+            return stalled(&graphs, &graph, &ctx, old_status, refusal).await;
         }
     };
     if graph.metadata.deletion_timestamp.is_some() {
@@ -100,8 +94,8 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     let started = Instant::now();
     let (dag, observed) = match validate(&graph, &ctx, &namespace, &owner).await? {
         Ok(valid) => valid,
-        Err((reason, message)) => {
-            return stalled(&graphs, &graph, old_status, reason, &message).await;
+        Err(refusal) => {
+            return stalled(&graphs, &graph, &ctx, old_status, refusal).await;
         }
     };
     // Before anything is recorded or applied, so a deletion always finds its inventory.
@@ -162,7 +156,7 @@ async fn execute(
         && nodes
             .iter()
             .all(|n| matches!(n.phase, NodePhase::Ready | NodePhase::Applied));
-    let (inventory, pruning) = prune(ctx, dag, inventory, uid, converged).await;
+    let (inventory, pruning, removed) = prune(ctx, dag, inventory, uid, converged).await;
     let managed = inventory.len();
     let drift = drift_report(graph, &observed);
     let mut new_status = ResourceGraphStatus {
@@ -181,7 +175,14 @@ async fn execute(
         ctx,
     );
     mark_drift(&mut new_status, drift.as_deref(), generation);
-    write_status(graphs, &name, &old_status, new_status).await?;
+    write_status(graphs, &name, &old_status, &new_status).await?;
+    // Only once the status says so: a failed write repeats the pass, and its events with it.
+    let facts = events::Facts {
+        removed,
+        corrected: corrected(graph, &observed, &results),
+    };
+    let events = events::transitions(graph, &old_status, &new_status, &facts);
+    events::publish(ctx.recorder.as_ref(), graph, &events).await;
     Ok((action, managed))
 }
 
@@ -583,14 +584,15 @@ fn summarize(
 }
 
 /// Prune: once every current node is applied, remove the next wave of inventory entries that
-/// no node renders any more. Returns the inventory and, while pruning, what is going on.
+/// no node renders any more. Returns the inventory, while pruning what is going on, and the
+/// entries removed.
 async fn prune(
     ctx: &Context,
     dag: &Dag,
     inventory: Vec<InventoryEntry>,
     uid: &str,
     converged: bool,
-) -> (Vec<InventoryEntry>, Option<String>) {
+) -> (Vec<InventoryEntry>, Option<String>, Vec<remove::Removed>) {
     let rendered: HashSet<(String, String, Option<String>, String)> = dag
         .nodes()
         .iter()
@@ -609,18 +611,18 @@ async fn prune(
             rendered.contains(&(group, e.kind.clone(), e.namespace.clone(), e.name.clone()))
         });
     if stale.is_empty() {
-        return (current, None);
+        return (current, None, Vec::new());
     }
     if !converged {
         // An apply error or an unfinished apply stops prune: the replacement must exist first.
         let mut all = current;
         all.extend(stale);
-        return (all, None);
+        return (all, None, Vec::new());
     }
     let mut resolver = Resolver::new(ctx.client.clone());
     let removal = remove::remove_next_wave(&ctx.client, &mut resolver, stale, uid).await;
-    for kind in &removal.removed {
-        ctx.metrics.pruned(kind);
+    for removed in &removal.removed {
+        ctx.metrics.pruned(&removed.entry.kind);
     }
     let message = if removal.errors.is_empty() {
         format!("{} stale objects left to prune", removal.remaining.len())
@@ -630,7 +632,7 @@ async fn prune(
     let pruning = (!removal.remaining.is_empty()).then_some(message);
     let mut all = current;
     all.extend(removal.remaining);
-    (all, pruning)
+    (all, pruning, removal.removed)
 }
 
 /// Teardown: remove the stored inventory wave by wave (never re-rendering), then release the
@@ -691,13 +693,29 @@ async fn teardown(
         graph.metadata.generation,
         &now(),
     );
-    write_status(graphs, &name, &old_status, status).await?;
+    write_status(graphs, &name, &old_status, &status).await?;
     let wait = if removal.errors.is_empty() {
         ctx.config.progress_requeue
     } else {
         std::time::Duration::from_secs(10)
     };
     Ok(Action::requeue(wait))
+}
+
+/// Nodes applied again in this pass to undo drift (`Correct`): node id and fields taken back.
+fn corrected(
+    graph: &ResourceGraph,
+    observed: &[Observed],
+    results: &[(usize, Result<kube::api::DynamicObject, String>)],
+) -> Vec<(String, Vec<String>)> {
+    if graph.spec.drift_policy != DriftPolicy::Correct {
+        return Vec::new();
+    }
+    results
+        .iter()
+        .filter(|(i, result)| result.is_ok() && !observed[*i].drift.is_empty())
+        .map(|(i, _)| (graph.spec.nodes[*i].id.clone(), observed[*i].drift.clone()))
+        .collect()
 }
 
 /// Drift left in place under `Report`, named by object and field.
@@ -858,21 +876,22 @@ fn reference(desired: &Value, uid: Option<String>) -> ObjectRef {
 async fn stalled(
     graphs: &Api<ResourceGraph>,
     graph: &ResourceGraph,
+    ctx: &Context,
     old: ResourceGraphStatus,
-    reason: &str,
-    message: &str,
+    (reason, message): Refusal,
 ) -> Result<Action, Error> {
     let mut status = old.clone();
     let generation = graph.metadata.generation;
-    conditions::summarize(
-        &mut status.conditions,
-        Summary::Stalled { reason, message },
-        generation,
-        &now(),
-    );
+    let summary = Summary::Stalled {
+        reason,
+        message: &message,
+    };
+    conditions::summarize(&mut status.conditions, summary, generation, &now());
     status.phase = Some(GraphPhase::Failed);
     status.observed_generation = generation;
-    write_status(graphs, &graph.name_any(), &old, status).await?;
+    write_status(graphs, &graph.name_any(), &old, &status).await?;
+    let events = events::transitions(graph, &old, &status, &events::Facts::default());
+    events::publish(ctx.recorder.as_ref(), graph, &events).await;
     Ok(Action::await_change())
 }
 
@@ -881,9 +900,9 @@ async fn write_status(
     graphs: &Api<ResourceGraph>,
     name: &str,
     old: &ResourceGraphStatus,
-    new: ResourceGraphStatus,
+    new: &ResourceGraphStatus,
 ) -> Result<(), Error> {
-    if *old == new {
+    if old == new {
         return Ok(());
     }
     let patch = serde_json::json!({"status": new});

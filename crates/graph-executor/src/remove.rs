@@ -20,9 +20,31 @@ pub struct Removal {
     pub remaining: Vec<InventoryEntry>,
     /// Human-readable failures, one per entry.
     pub errors: Vec<String>,
-    /// Kinds of the entries that left the inventory in this step (deleted, released, already
-    /// gone or no longer ours), one per entry.
-    pub removed: Vec<String>,
+    /// Entries that left the inventory in this step, each with what happened to its object.
+    pub removed: Vec<Removed>,
+}
+
+/// An inventory entry that left the inventory, and what happened to its object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The entry as it was recorded.
+    pub entry: InventoryEntry,
+    /// Deleted, released or left alone.
+    pub outcome: Outcome,
+}
+
+/// What happened to the object of an entry that left the inventory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Deleted now, or already gone (a graceful deletion finished, its kind is no longer
+    /// served).
+    Deleted,
+    /// Left in place and released (our marks stripped): annotated `prune: disabled`.
+    Protected,
+    /// Left in place and released (our marks stripped): `deletionPolicy: Orphan`.
+    Orphaned,
+    /// Someone else's object now (re-created or adopted elsewhere): left alone.
+    NotOurs,
 }
 
 /// Works on the highest wave of `entries`; entries of lower waves are kept untouched until it
@@ -43,7 +65,7 @@ pub async fn remove_next_wave(
             continue;
         }
         match remove_one(client, resolver, &entry, graph_uid).await {
-            Ok(Gone::Yes) => out.removed.push(entry.kind),
+            Ok(Gone::Yes(outcome)) => out.removed.push(Removed { entry, outcome }),
             Ok(Gone::Terminating) => out.remaining.push(entry),
             Err(message) => {
                 out.errors
@@ -57,7 +79,7 @@ pub async fn remove_next_wave(
 
 enum Gone {
     /// Deleted, released, already absent, or not ours: leaves the inventory.
-    Yes,
+    Yes(Outcome),
     /// Deletion requested; the object still exists (finalizers, graceful deletion).
     Terminating,
 }
@@ -74,15 +96,15 @@ async fn remove_one(
         .map_err(|e| e.to_string())?;
     // A kind no longer served has no objects left.
     let Some(served) = served else {
-        return Ok(Gone::Yes);
+        return Ok(Gone::Yes(Outcome::Deleted));
     };
     let api = apply::api_for(client, &served, entry.namespace.as_deref());
     let Some(live) = api.get_opt(&entry.name).await.map_err(|e| e.to_string())? else {
-        return Ok(Gone::Yes);
+        return Ok(Gone::Yes(Outcome::Deleted));
     };
     if !apply::owned_by(&live, graph_uid) {
         // Someone else's object now (re-created or adopted elsewhere): never delete it.
-        return Ok(Gone::Yes);
+        return Ok(Gone::Yes(Outcome::NotOurs));
     }
     if live.metadata.deletion_timestamp.is_some() {
         return Ok(Gone::Terminating);
@@ -103,15 +125,19 @@ async fn remove_one(
         )
         .await
         .map_err(|e| e.to_string())?;
-        return Ok(Gone::Yes);
+        return Ok(Gone::Yes(if protected {
+            Outcome::Protected
+        } else {
+            Outcome::Orphaned
+        }));
     }
     match api.delete(&entry.name, &DeleteParams::background()).await {
         Ok(either) => Ok(if either.is_right() {
-            Gone::Yes
+            Gone::Yes(Outcome::Deleted)
         } else {
             Gone::Terminating
         }),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Gone::Yes),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Gone::Yes(Outcome::Deleted)),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -1,11 +1,13 @@
 //! The executor as a running controller: readiness changes of managed objects reach the owning
-//! graph through watches, not polling (the requeue interval here is an hour).
+//! graph through watches, not polling (the requeue interval here is an hour); its Events reach
+//! the graph.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use pequod_api::ResourceGraph;
 use pequod_graph_executor::Config;
 use pequod_metrics::Metrics;
@@ -99,6 +101,31 @@ async fn a_dependency_becoming_ready_triggers_its_dependent_without_polling() {
         text.contains(r#"pequod_reconcile_total{controller="graph-executor",result="success"}"#),
         "{text}"
     );
+    // `run` publishes Events on the graph: each object applied, then the graph ready.
+    let events = Api::<Event>::namespaced(client.clone(), &ns);
+    let reasons = || async {
+        let mut reasons: Vec<(String, String)> = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reporting_controller.as_deref() == Some(pequod_graph_executor::REPORTER))
+            .map(|e| {
+                let related = e.related.and_then(|r| r.name).unwrap_or_default();
+                (e.reason.unwrap_or_default(), related)
+            })
+            .collect();
+        reasons.sort();
+        reasons
+    };
+    wait_for("the Ready event", Duration::from_secs(30), || async {
+        reasons().await.iter().any(|(reason, _)| reason == "Ready")
+    })
+    .await;
+    let expected = [("Applied", "app"), ("Applied", "gate"), ("Ready", "")]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+    assert_eq!(reasons().await, expected);
     // Shutdown lets the controller finish what it is doing and return.
     stop.send(()).expect("stop");
     tokio::time::timeout(Duration::from_secs(30), controller)

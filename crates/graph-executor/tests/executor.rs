@@ -1,14 +1,17 @@
 //! The executor against a real kube-apiserver: order, readiness gates, checks before writes,
-//! failure isolation, conflicts, inventory and a steady state without writes. Each test works
-//! in its own namespace and drives `reconcile` directly, one pass at a time.
+//! failure isolation, conflicts, inventory, Kubernetes Events on transitions and a steady
+//! state without writes. Each test works in its own namespace and drives `reconcile`
+//! directly, one pass at a time.
 
 mod support;
 
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, ResourceExt};
 use pequod_api::{ConflictPolicy, GraphNode, GraphPhase, NodePhase, ResourceGraph};
 use pequod_graph_executor::{Config, Context, Scope, reconcile};
@@ -19,8 +22,66 @@ use support::{config_map, exists, field_equals, graph, node};
 async fn setup(prefix: &str) -> (Client, String, Arc<Context>) {
     let env = shared(Profile::Minimal);
     let (client, ns) = env.prepare(&pequod_api::crd::all(), prefix).await;
-    let ctx = Arc::new(Context::new(client.clone(), Config::default()));
-    (client, ns, ctx)
+    let reporter = Reporter {
+        controller: pequod_graph_executor::REPORTER.into(),
+        instance: None,
+    };
+    let ctx = Context::new(client.clone(), Config::default())
+        .with_recorder(Recorder::new(client.clone(), reporter));
+    (client, ns, Arc::new(ctx))
+}
+
+/// The executor's events on graph `name`, oldest first: (reason, note, related object name,
+/// times seen). Events of the same reason about the same objects fold into one series.
+async fn events_of(client: &Client, ns: &str, name: &str) -> Vec<(String, String, String, i32)> {
+    let mut events: Vec<Event> = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reporting_controller.as_deref() == Some(pequod_graph_executor::REPORTER)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .collect();
+    events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    events
+        .into_iter()
+        .map(|e| {
+            (
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+                e.related.and_then(|r| r.name).unwrap_or_default(),
+                e.series.map_or(1, |s| s.count),
+            )
+        })
+        .collect()
+}
+
+/// Just the reasons and related object names of `events_of`.
+async fn reasons_of(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    events_of(client, ns, name)
+        .await
+        .into_iter()
+        .map(|(reason, _, related, _)| (reason, related))
+        .collect()
+}
+
+/// The notes of the events with `reason`.
+fn notes_of<'a>(events: &'a [(String, String, String, i32)], reason: &str) -> Vec<&'a str> {
+    events
+        .iter()
+        .filter(|e| e.0 == reason)
+        .map(|e| e.1.as_str())
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
 }
 
 async fn create_graph(
@@ -121,6 +182,24 @@ async fn applies_in_dependency_order_one_level_per_pass_then_stays_still() {
         "Ready"
     ));
 
+    // Events: each node once as it is applied, readiness once for the whole graph.
+    let events = events_of(&client, &ns, "order").await;
+    let expected = [
+        ("Applied", "ConfigMap a applied", "a"),
+        ("Applied", "ConfigMap b applied", "b"),
+        ("Applied", "ConfigMap c applied", "c"),
+        ("Ready", "all 3 nodes ready, revision 1", ""),
+    ];
+    let seen: Vec<(&str, &str, &str, i32)> = events
+        .iter()
+        .map(|(r, n, o, c)| (r.as_str(), n.as_str(), o.as_str(), *c))
+        .collect();
+    assert_eq!(
+        seen,
+        expected.map(|(r, n, o)| (r, n, o, 1)),
+        "events on the graph"
+    );
+
     // Inventory: every object with its UID and level.
     let inventory = &graph.status.as_ref().expect("status").inventory;
     let levels: Vec<(String, u32, bool)> = inventory
@@ -170,6 +249,11 @@ async fn applies_in_dependency_order_one_level_per_pass_then_stays_still() {
     assert!(
         ctx.metrics.encode().lines().any(|l| l == applied),
         "steady state applied"
+    );
+    assert_eq!(
+        events_of(&client, &ns, "order").await,
+        events,
+        "steady state published an event"
     );
 }
 
@@ -288,6 +372,12 @@ async fn invalid_or_out_of_scope_graphs_stall_before_any_write() {
             names(&client, &ns).await.is_empty(),
             "{name}: nothing applied"
         );
+        pass(&graphs, name, &ctx).await;
+        let events = events_of(&client, &ns, name).await;
+        assert_eq!(events.len(), 1, "{name}: stalled once: {events:?}");
+        let (event_reason, note, _, count) = &events[0];
+        assert_eq!((event_reason.as_str(), *count), (reason, 1), "{name}");
+        assert!(note.contains(message), "{name}: {note}");
     }
     let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
     assert!(namespaces.get_opt("sneaky").await.expect("get").is_none());
@@ -358,6 +448,23 @@ async fn a_failed_node_blocks_only_its_dependents() {
         Some("someone"),
         "left untouched"
     );
+    // Four passes failing the same way: said once.
+    let events = events_of(&client, &ns, "isolate").await;
+    assert_eq!(
+        reasons_of(&client, &ns, "isolate").await,
+        pairs(&[
+            ("ApplyFailed", "taken"),
+            ("Applied", "free"),
+            ("Applied", "after-free")
+        ]),
+        "{events:?}"
+    );
+    assert!(
+        events[0]
+            .1
+            .starts_with("ConfigMap taken: taken already exists")
+    );
+    assert!(events.iter().all(|e| e.3 == 1), "{events:?}");
 }
 
 #[tokio::test]
@@ -500,6 +607,29 @@ async fn removed_nodes_are_pruned_except_protected_and_orphaned_ones() {
     let pruned = r#"pequod_prune_total{kind="ConfigMap"} 3"#;
     let text = ctx.metrics.encode();
     assert!(text.lines().any(|l| l == pruned), "{text}");
+
+    let events = events_of(&client, &ns, "prune").await;
+    let after_ready: Vec<(&str, &str)> = events
+        .iter()
+        .skip_while(|e| e.0 != "Ready")
+        .skip(1)
+        .map(|e| (e.0.as_str(), e.1.as_str()))
+        .collect();
+    assert_eq!(
+        after_ready,
+        [
+            ("Pruned", "ConfigMap drop pruned: no longer rendered"),
+            (
+                "Orphaned",
+                "ConfigMap protect left in place (platform.pequod.io/prune: disabled), released"
+            ),
+            (
+                "Orphaned",
+                "ConfigMap orphan left in place (deletionPolicy Orphan), released"
+            ),
+        ],
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -643,6 +773,14 @@ async fn drift_is_corrected_or_reported_and_ignored_fields_are_left_alone() {
         "ignored fields are not drift: {}",
         drifted.message
     );
+    let events = events_of(&client, &ns, "drift").await;
+    let notes = |reason: &str| notes_of(&events, reason);
+    assert_eq!(
+        notes("DriftCorrected"),
+        ["ConfigMap cfg: /data/k changed by another manager, corrected"],
+        "{events:?}"
+    );
+    assert_eq!(notes("Drifted"), [drifted.message.as_str()], "{events:?}");
     let text = ctx.metrics.encode();
     for series in [
         r#"pequod_drift_total{policy="Correct"} 1"#,
