@@ -6,6 +6,7 @@
 //! - `test`: everything CI checks (format, lints, generated files, control plane, all tests).
 //! - `cue-guest`: build the CUE guest wasm into `target/cue-guest/guest.wasm`.
 //! - `bench-cue [--iterations N]`: the CUE engine's figures next to native Go and the `cue` CLI.
+//! - `demo [--once]` / `demo down`: control plane, operator and samples, converging on screen.
 
 // A command-line tool: standard output is its interface.
 #![allow(clippy::print_stdout)]
@@ -13,6 +14,7 @@
 mod bench_cue;
 mod codegen;
 mod cue_guest;
+mod demo;
 mod test;
 mod testenv;
 
@@ -43,6 +45,9 @@ enum Command {
     /// Benchmark the CUE engine (start-up, render latency, memo, peak memory) against the same
     /// request in native Go and the `cue` CLI; prints a table, writes target/bench-cue.json.
     BenchCue(bench_cue::Options),
+    /// Build and start a local control plane and the operator, apply config/samples/ and show
+    /// the Transforms converge; leaves it all running (`demo down` stops it) unless --once.
+    Demo(demo::Options),
     /// The local Kubernetes control plane used by tests and demos.
     Testenv {
         #[command(subcommand)]
@@ -64,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Command::Testenv { command } => testenv::run(command),
         Command::CueGuest => cue_guest::run(&repo_root()),
         Command::BenchCue(options) => bench_cue::run(&repo_root(), options),
+        Command::Demo(options) => demo::run(&repo_root(), options),
     }
 }
