@@ -473,27 +473,9 @@ fn build_operator(root: &Path) -> anyhow::Result<PathBuf> {
         #[serde(default)]
         executable: Option<PathBuf>,
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // JSON on stdout names the binary wherever the target directory is (CARGO_TARGET_DIR,
     // config); diagnostics and progress still go to the terminal.
-    let mut build = Process::new(cargo);
-    // `cargo run` gives xtask the variables of its own package; some build scripts (ring's)
-    // watch CARGO_MANIFEST_DIR, so passing them on would rebuild half the tree, twice per run.
-    for (key, _) in std::env::vars_os() {
-        let key_text = key.to_string_lossy();
-        if key_text.starts_with("CARGO_PKG_")
-            || [
-                "CARGO_MANIFEST_DIR",
-                "CARGO_MANIFEST_PATH",
-                "CARGO_CRATE_NAME",
-                "CARGO_BIN_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-            ]
-            .contains(&key_text.as_ref())
-        {
-            build.env_remove(&key);
-        }
-    }
+    let mut build = crate::nested_cargo();
     let output = build
         .current_dir(root)
         .args([

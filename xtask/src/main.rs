@@ -56,6 +56,30 @@ enum Command {
 }
 
 /// The repository root (xtask lives one level below it).
+/// A `cargo` command for a nested build. `cargo run` gives xtask the variables of its own
+/// package; some build scripts (ring's) watch CARGO_MANIFEST_DIR, so passing them on would
+/// rebuild half the tree, twice per run.
+fn nested_cargo() -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&key_text.as_ref())
+        {
+            command.env_remove(&key);
+        }
+    }
+    command
+}
+
 fn repo_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map_or(manifest.clone(), PathBuf::from)

@@ -8,10 +8,9 @@ use anyhow::{Context as _, bail};
 use pequod_testenv::{Profile, binaries};
 
 fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("\n==> cargo {}", args.join(" "));
     let started = Instant::now();
-    let status = Command::new(&cargo)
+    let status = crate::nested_cargo()
         .current_dir(root)
         .args(args)
         .status()

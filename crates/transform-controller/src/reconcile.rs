@@ -387,7 +387,6 @@ async fn on_rendered(
             ..v.clone()
         })
         .collect();
-    status.outputs.clone_from(&r.rendered.outputs);
     let blocking: Vec<String> = status
         .violations
         .iter()
@@ -418,6 +417,8 @@ async fn on_rendered(
         return Ok(false);
     }
     marks.set(status, types::VALIDATED, Status::True, "Valid", "");
+    // Outputs describe what runs: a blocked render does not change them.
+    status.outputs.clone_from(&r.rendered.outputs);
     let written = write_graph(transform, ctx, r, graph.as_ref()).await?;
     status::record_history(
         status,
