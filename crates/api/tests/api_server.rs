@@ -348,7 +348,7 @@ async fn printer_columns_come_back_from_the_table_api() {
     );
     let cells = &table["rows"][0]["cells"];
     assert_eq!(cells[0], "web");
-    assert_eq!(cells[1], "webservice");
+    assert_eq!(cells[1], "embedded://webservice", "the module as resolved");
     assert_eq!(cells[2], "1.0.0");
     assert_eq!(cells[4], "1/2");
 
