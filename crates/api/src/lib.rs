@@ -8,6 +8,7 @@
 pub mod conditions;
 pub mod crd;
 mod digest;
+pub mod duration;
 pub mod resource_graph;
 mod schema;
 pub mod transform;
@@ -24,6 +25,7 @@ pub use transform::{
 };
 
 pub use digest::module_digest;
+pub use duration::parse_duration;
 
 /// The API group of every Pequod kind.
 pub const GROUP: &str = "platform.pequod.io";

@@ -26,7 +26,7 @@ use pequod_cue::Engine;
 use pequod_metrics::Metrics;
 
 pub use controller::{Namespaces, run};
-pub use reconcile::{merged_input, reconcile};
+pub use reconcile::{DEFAULT_INTERVAL, merged_input, next_check, reconcile};
 pub use status::HISTORY_LIMIT;
 
 /// Finalizer on every Transform the controller has started: its graph is torn down first.

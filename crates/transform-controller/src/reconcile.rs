@@ -126,8 +126,44 @@ pub async fn reconcile(transform: Arc<Transform>, ctx: Arc<Context>) -> Result<A
     }
     match retry {
         Some(message) => Err(Error::Transient(message)),
-        None => Ok(Action::await_change()),
+        None => Ok(next_check(&transform).map_or_else(Action::await_change, Action::requeue)),
     }
+}
+
+/// How often a mutable remote reference is re-checked when the Transform gives no `interval`.
+pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// When a mutable remote reference (a tag, a version constraint, a branch) is looked at again:
+/// `interval` (default [`DEFAULT_INTERVAL`]) plus a stable per-Transform offset of up to 10 %,
+/// so that a thousand Transforms do not poll in the same second. `None` for local sources and
+/// exact pins (an OCI digest, a Git commit), which never change.
+pub fn next_check(transform: &Transform) -> Option<std::time::Duration> {
+    let cue_ref = &transform.spec.cue_ref;
+    let pinned = match cue_ref.source_type {
+        pequod_api::SourceType::Oci => cue_ref.reference.contains("@sha256:"),
+        pequod_api::SourceType::Git => cue_ref
+            .version
+            .as_deref()
+            .is_some_and(|v| v.len() == 40 && v.chars().all(|c| c.is_ascii_hexdigit())),
+        _ => return None,
+    };
+    if pinned {
+        return None;
+    }
+    let interval = cue_ref
+        .interval
+        .as_deref()
+        .and_then(|i| pequod_api::parse_duration(i).ok())
+        .filter(|i| !i.is_zero())
+        .unwrap_or(DEFAULT_INTERVAL);
+    let seed = transform.uid().unwrap_or_else(|| transform.name_any());
+    let spread = pequod_api::module_digest(&[("uid".to_owned(), seed)].into_iter().collect());
+    let per_mille = spread
+        .trim_start_matches("sha256:")
+        .get(..8)
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .map_or(0, |n| n % 1000);
+    Some(interval + interval.mul_f64(f64::from(per_mille) / 10_000.0))
 }
 
 /// Turns the outcome into status (and a graph write); returns a message when the pass should
@@ -143,6 +179,8 @@ async fn record_outcome(
 ) -> Result<Option<String>, Error> {
     let redact = |text: &str| status::redact(text, secrets);
     match outcome {
+        // A permanent fetch failure of a mutable reference (a tag not pushed yet) is re-checked
+        // at the Transform's interval.
         Outcome::FetchFailed { message, transient } => {
             marks.set(
                 status,
@@ -559,4 +597,106 @@ async fn teardown(transform: &Transform, ctx: &Context, namespace: &str) -> Resu
         .await
         .map_err(Error::Finalizer)?;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pequod_api::{CueRef, SourceType, TransformSpec};
+    use std::time::Duration;
+
+    fn transform(
+        source_type: SourceType,
+        reference: &str,
+        version: Option<&str>,
+        uid: &str,
+    ) -> Transform {
+        let mut t = Transform::new(
+            "t",
+            TransformSpec {
+                cue_ref: CueRef {
+                    source_type,
+                    reference: reference.into(),
+                    path: None,
+                    version: version.map(str::to_owned),
+                    pull_secret_ref: None,
+                    interval: Some("1m".into()),
+                },
+                input: None,
+                values_from: Vec::new(),
+                service_account_name: None,
+                suspend: false,
+                deletion_policy: pequod_api::DeletionPolicy::Delete,
+                drift_policy: pequod_api::DriftPolicy::Correct,
+                adopt: Vec::new(),
+                timeout: None,
+            },
+        );
+        t.metadata.uid = Some(uid.into());
+        t
+    }
+
+    #[test]
+    fn only_mutable_remote_references_are_polled_spread_over_ten_percent() {
+        assert_eq!(
+            next_check(&transform(SourceType::Embedded, "webservice", None, "u")),
+            None
+        );
+        let pinned =
+            "r.example/m@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            next_check(&transform(SourceType::Oci, pinned, None, "u")),
+            None
+        );
+        let commit = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            next_check(&transform(
+                SourceType::Git,
+                "https://g/r",
+                Some(commit),
+                "u"
+            )),
+            None
+        );
+        let delays: Vec<Duration> = (0..1000)
+            .map(|i| {
+                next_check(&transform(
+                    SourceType::Oci,
+                    "r.example/m",
+                    Some("^1"),
+                    &format!("uid-{i}"),
+                ))
+                .expect("polled")
+            })
+            .collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= Duration::from_secs(60) && *d < Duration::from_secs(66))
+        );
+        let mut seconds: Vec<u64> = delays.iter().map(Duration::as_secs).collect();
+        seconds.sort_unstable();
+        seconds.dedup();
+        assert_eq!(
+            seconds.len(),
+            6,
+            "spread over every second of the window: {seconds:?}"
+        );
+        let same = next_check(&transform(
+            SourceType::Git,
+            "https://g/r",
+            Some("main"),
+            "uid-7",
+        ));
+        assert_eq!(
+            same,
+            next_check(&transform(
+                SourceType::Git,
+                "https://g/r",
+                Some("main"),
+                "uid-7"
+            )),
+            "stable"
+        );
+    }
 }
