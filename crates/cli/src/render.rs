@@ -1,0 +1,116 @@
+//! Evaluating a local module with the real engine (the same wasm sandbox as the operator) and
+//! reporting what came out: objects or graph nodes as YAML on stdout; CUE errors as
+//! `file:line:col: path: message`, policy violations, outputs and warnings on stderr.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use pequod_api::{GraphNode, Severity, Violation};
+use pequod_cue::{Engine, EngineConfig, EvalError, Rendered};
+use serde_json::Value;
+
+use crate::module::LocalModule;
+
+/// Evaluates `module` with `input` on a current-thread runtime. The first run on a machine
+/// compiles the guest once and caches it (`~/.cache/pequod/cue`).
+pub fn evaluate(
+    module: &LocalModule,
+    input: &Value,
+) -> anyhow::Result<Result<Arc<Rendered>, EvalError>> {
+    let config = EngineConfig {
+        max_instances: 1,
+        memo_capacity: 1,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(config).context("starting the CUE engine")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    Ok(runtime.block_on(engine.evaluate(&module.source, input)))
+}
+
+/// The lines describing a failed evaluation, one per CUE error (`file:line:col: path: message`,
+/// further positions indented below), or the error itself when it has no CUE errors.
+pub fn error_lines(module: &LocalModule, error: &EvalError) -> Vec<String> {
+    let errors = error.cue_errors();
+    if errors.is_empty() {
+        return vec![error.to_string()];
+    }
+    let phase = match error {
+        EvalError::Schema(_) => "input does not match the module's #Input",
+        EvalError::Load(_) => "module does not load",
+        EvalError::NotConcrete(_) => "graph is not concrete",
+        _ => "evaluation failed",
+    };
+    let mut lines = vec![format!("{phase}:")];
+    for e in errors {
+        let mut line = String::new();
+        if let Some(first) = e.positions.first() {
+            let _ = write!(
+                line,
+                "{}:{}:{}: ",
+                module.display_file(&first.file),
+                first.line,
+                first.column
+            );
+        }
+        if !e.path.is_empty() {
+            let _ = write!(line, "{}: ", e.path);
+        }
+        line.push_str(&e.message);
+        lines.push(line);
+        for more in e.positions.iter().skip(1) {
+            lines.push(format!(
+                "    {}:{}:{}",
+                module.display_file(&more.file),
+                more.line,
+                more.column
+            ));
+        }
+    }
+    lines
+}
+
+/// One line per violation: `policy error: [file:line:col: ]path: message`.
+pub fn violation_line(module: &LocalModule, violation: &Violation) -> String {
+    let severity = match violation.severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
+    let position = violation
+        .position
+        .as_deref()
+        .map(|p| format!("{}: ", module.display_file(p)))
+        .unwrap_or_default();
+    format!(
+        "policy {severity}: {position}{}: {}",
+        violation.path, violation.message
+    )
+}
+
+/// Whether any violation blocks the apply.
+pub fn blocking(violations: &[Violation]) -> bool {
+    violations.iter().any(|v| v.severity == Severity::Error)
+}
+
+/// The objects as a multi-document YAML stream, in declaration order.
+pub fn objects_yaml(nodes: &[GraphNode]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for node in nodes {
+        let _ = writeln!(out, "---\n# node: {}", node.id);
+        out.push_str(&yaml_serde::to_string(&node.object).context("writing YAML")?);
+    }
+    Ok(out)
+}
+
+/// The graph as the operator writes it into a ResourceGraph's `spec.nodes`.
+pub fn graph_yaml(nodes: &[GraphNode]) -> anyhow::Result<String> {
+    yaml_serde::to_string(&serde_json::json!({ "nodes": nodes })).context("writing YAML")
+}
+
+/// The module's outputs as YAML, for stderr.
+pub fn outputs_yaml(outputs: &Value) -> anyhow::Result<String> {
+    yaml_serde::to_string(&serde_json::json!({ "outputs": outputs })).context("writing YAML")
+}
