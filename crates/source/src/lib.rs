@@ -1,18 +1,27 @@
-//! Where CUE modules come from. One call, [`fetch`], turns a Transform's `cueRef` into the
-//! module's files, a content digest and the resolved version, whatever the source:
+//! Where CUE modules come from. One call, [`Sources::fetch`] (or the free [`fetch`] with the
+//! default settings), turns a Transform's `cueRef` into the module's files, a digest and the
+//! resolved version, whatever the source:
 //!
 //! - `inline`: the `ref` is CUE source text (one file, `module.cue`);
 //! - `configmap`: every `*.cue` key of a ConfigMap in the Transform's namespace is a file
 //!   (`__` in a key stands for `/`, since keys cannot hold slashes: `cue.mod__module.cue`);
-//! - `embedded`: a package of the platform module shipped in the binary (`cue/`).
-//!
-//! OCI and Git sources join behind the same call with the remote-modules work.
+//! - `embedded`: a package of the platform module shipped in the binary (`cue/`);
+//! - `oci`: a module in an OCI registry (`registry/repository[:tag|@sha256:…]`), CUE's module
+//!   artifact or a tar.gz of `.cue` files; `version` is an exact tag or a semver constraint over
+//!   the tags ([`oci`]). Credentials come from `pullSecretRef`; downloads are cached by digest.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 use pequod_api::{CueRef, SourceType};
+
+mod archive;
+mod cache;
+mod credentials;
+pub mod oci;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
@@ -64,15 +73,250 @@ pub enum FetchError {
     #[error("{0:?} sources are not supported yet")]
     Unsupported(SourceType),
     /// The API server could not be asked.
-    #[error("reading the ConfigMap: {0}")]
+    #[error("reading from the API server: {0}")]
     Kube(#[source] kube::Error),
+    /// `ref` cannot be understood.
+    #[error("cueRef.ref {reference:?}: {reason}")]
+    InvalidRef {
+        /// The reference.
+        reference: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The `pullSecretRef` Secret does not exist.
+    #[error("pull secret {namespace}/{name} not found")]
+    SecretNotFound {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// The `pullSecretRef` Secret holds nothing usable (its values are never shown).
+    #[error("pull secret {namespace}/{name} {reason}")]
+    BadSecret {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// What is missing or malformed (key names only).
+        reason: String,
+    },
+    /// The registry or server refused: no credentials, wrong ones, or no access.
+    #[error("{url}: unauthorized (check cueRef.pullSecretRef and its access to the repository)")]
+    Unauthorized {
+        /// The module URL.
+        url: String,
+    },
+    /// The repository, tag, digest or ref does not exist.
+    #[error("{url}: {what} not found")]
+    ModuleNotFound {
+        /// The module URL.
+        url: String,
+        /// What is missing (`tag v1.2.0`, `repository`, …).
+        what: String,
+    },
+    /// No tag satisfies the version constraint.
+    #[error("{url}: no version matches {constraint:?} (newest available: {})", if .available.is_empty() { "none".to_owned() } else { .available.join(", ") })]
+    NoVersionMatches {
+        /// The module URL.
+        url: String,
+        /// The constraint.
+        constraint: String,
+        /// The newest semver tags (at most 10).
+        available: Vec<String>,
+    },
+    /// The registry or server could not be reached, timed out or failed (5xx, 429): retried.
+    #[error("{url}: {message}")]
+    Network {
+        /// The module URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The registry answered with an error that is none of the above.
+    #[error("{url}: registry error: {message}")]
+    Registry {
+        /// The module URL.
+        url: String,
+        /// The registry's message.
+        message: String,
+    },
+    /// What was fetched is not a CUE module (media types, archive, digest, size).
+    #[error("{url}: not a usable CUE module: {reason}")]
+    BadArtifact {
+        /// The module URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The module has no CUE files in the package directory `path`.
+    #[error("{url}: no .cue files in package directory {path:?} (cueRef.path)")]
+    PackageNotFound {
+        /// The module URL.
+        url: String,
+        /// The package directory.
+        path: String,
+    },
 }
 
 impl FetchError {
-    /// Worth retrying without a change to the Transform (the API server was unreachable).
+    /// Worth retrying without a change to the Transform: the API server, registry or Git
+    /// server was unreachable, timed out or failed on its side.
     pub fn is_transient(&self) -> bool {
-        matches!(self, FetchError::Kube(_))
+        matches!(self, FetchError::Kube(_) | FetchError::Network { .. })
     }
+}
+
+/// Operator settings for remote sources.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// Registries (`host:port`, as written in `cueRef.ref`) reached over plain HTTP. Everything
+    /// else is HTTPS.
+    pub insecure_registries: Vec<String>,
+    /// Where fetched modules are kept across restarts (by digest); `None`: memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Connect and read timeout of each request to a registry or Git server.
+    pub timeout: Duration,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            insecure_registries: Vec::new(),
+            cache_dir: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Fetches modules with one configuration and one cache; share one per process.
+#[derive(Debug)]
+pub struct Sources {
+    config: SourceConfig,
+    cache: cache::Cache,
+    /// For the one-request checks of a tag or tag list (see [`oci`]).
+    http: std::sync::OnceLock<Option<reqwest::Client>>,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self::new(SourceConfig::default())
+    }
+}
+
+impl Sources {
+    /// Sources with these settings.
+    pub fn new(config: SourceConfig) -> Self {
+        Self {
+            cache: cache::Cache::new(config.cache_dir.clone()),
+            config,
+            http: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A plain HTTP client for cheap registry checks; `None` if it cannot be built (then
+    /// oci-client does everything).
+    fn http(&self) -> Option<&reqwest::Client> {
+        self.http
+            .get_or_init(|| {
+                install_crypto_provider();
+                reqwest::Client::builder()
+                    .connect_timeout(self.config.timeout)
+                    .timeout(self.config.timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "no HTTP client for registry checks"),
+                    )
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SourceConfig {
+        &self.config
+    }
+
+    /// Fetches the module a `cueRef` names, reading ConfigMaps and pull secrets in `namespace`.
+    pub async fn fetch(
+        &self,
+        client: &Client,
+        namespace: &str,
+        cue_ref: &CueRef,
+    ) -> Result<Fetched, FetchError> {
+        match cue_ref.source_type {
+            SourceType::Oci => {
+                let target = oci::Target::parse(&cue_ref.reference)?;
+                let credentials = match &cue_ref.pull_secret_ref {
+                    Some(secret) => Some(
+                        credentials::read(client, namespace, &secret.name)
+                            .await?
+                            .registry(&target.registry)?,
+                    ),
+                    None => None,
+                };
+                oci::fetch(
+                    self,
+                    &target,
+                    cue_ref.version.as_deref(),
+                    credentials,
+                    package_dir(cue_ref.path.as_deref()),
+                )
+                .await
+            }
+            _ => fetch_local(client, namespace, cue_ref).await,
+        }
+    }
+}
+
+/// `cueRef.path` cleaned: `.` for the module root, else a relative path without `./` or a
+/// trailing `/`.
+fn package_dir(path: Option<&str>) -> String {
+    match path.map(|p| archive::clean_path(p.trim())) {
+        Some(Ok(Some(p))) => p,
+        // `..` and friends are kept as written, so the check below names them.
+        Some(Err(_)) => path.unwrap_or(".").to_owned(),
+        Some(Ok(None)) | None => ".".into(),
+    }
+}
+
+/// The package directory must hold at least one `.cue` file.
+fn check_package(
+    files: &BTreeMap<String, String>,
+    package: &str,
+    url: &str,
+) -> Result<(), FetchError> {
+    let found = files.keys().any(|path| {
+        let dir = path.rsplit_once('/').map_or(".", |(dir, _)| dir);
+        dir == package && archive::is_cue(path)
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(FetchError::PackageNotFound {
+            url: url.into(),
+            path: package.into(),
+        })
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The HTTP clients use rustls without a built-in provider choice; use ring, as kube does.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only when the process already chose one, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 pub use pequod_api::module_digest as digest;
@@ -89,8 +333,18 @@ pub fn embedded_packages() -> Vec<String> {
     packages
 }
 
-/// Fetches the module a `cueRef` names, reading ConfigMaps in `namespace`.
+/// Fetches the module a `cueRef` names with the default settings (HTTPS only, no disk
+/// cache), reading ConfigMaps and pull secrets in `namespace`. An operator shares one
+/// [`Sources`] instead.
 pub async fn fetch(
+    client: &Client,
+    namespace: &str,
+    cue_ref: &CueRef,
+) -> Result<Fetched, FetchError> {
+    Sources::default().fetch(client, namespace, cue_ref).await
+}
+
+async fn fetch_local(
     client: &Client,
     namespace: &str,
     cue_ref: &CueRef,

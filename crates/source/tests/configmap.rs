@@ -86,6 +86,6 @@ async fn a_configmap_module_is_its_cue_keys_with_a_content_digest() {
     assert_eq!(inline.files["module.cue"], "package x\ninput: {}\n");
     assert!(matches!(
         fetch(&client, &ns, &cue_ref(SourceType::Oci, "r/m")).await,
-        Err(FetchError::Unsupported(SourceType::Oci))
+        Err(FetchError::InvalidRef { .. })
     ));
 }

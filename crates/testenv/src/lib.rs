@@ -18,6 +18,7 @@
 pub mod binaries;
 mod certs;
 pub mod process;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
