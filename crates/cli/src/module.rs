@@ -162,3 +162,75 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> anyhow::
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    #[test]
+    fn a_package_directory_finds_its_module_and_reads_what_cue_reads() {
+        let root = std::env::temp_dir().join(format!("pequod-cli-module-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        write(
+            &root.join("cue.mod/module.cue"),
+            "module: \"example.com/m@v0\"\n",
+        );
+        write(
+            &root.join("cue.mod/pkg/example.com/dep/dep.cue"),
+            "package dep\n",
+        );
+        write(&root.join("apps/web/web.cue"), "package web\n");
+        write(&root.join("apps/web/notes.md"), "not CUE");
+        write(&root.join("apps/_scratch/x.cue"), "package x\n");
+        write(&root.join(".git/y.cue"), "package y\n");
+        write(
+            &root.join("nested/cue.mod/module.cue"),
+            "module: \"example.com/n@v0\"\n",
+        );
+        write(&root.join("nested/n.cue"), "package n\n");
+
+        let module = load(&root.join("apps/web")).expect("loads");
+        assert_eq!(module.source.package, "apps/web");
+        assert_eq!(
+            module.root.canonicalize().expect("exists"),
+            root.canonicalize().expect("exists")
+        );
+        let files: Vec<&str> = module.source.files.keys().map(String::as_str).collect();
+        assert_eq!(
+            files,
+            [
+                "apps/web/web.cue",
+                "cue.mod/module.cue",
+                "cue.mod/pkg/example.com/dep/dep.cue"
+            ]
+        );
+        assert_eq!(
+            module.source.digest,
+            pequod_api::module_digest(&module.source.files)
+        );
+
+        let at_root = load(&root.join("nested")).expect("a module of its own");
+        assert_eq!(at_root.source.package, ".");
+        assert!(
+            load(&root.join("apps")).is_err(),
+            "no .cue files in apps/ itself"
+        );
+        assert!(
+            load(&root.join("apps/web/web.cue")).is_err(),
+            "not a directory"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn relative_roots_stay_relative() {
+        assert_eq!(normalize(Path::new("cue/webservice/..")), Path::new("cue"));
+        assert_eq!(normalize(Path::new("webservice/..")), Path::new("."));
+        assert_eq!(normalize(Path::new("../x/..")), Path::new(".."));
+    }
+}
