@@ -53,6 +53,14 @@ pub struct Args {
     #[arg(long, env = "PEQUOD_CUE_CACHE_DIR")]
     pub cue_cache_dir: Option<PathBuf>,
 
+    /// Registries (`host:port`) reached over plain HTTP instead of HTTPS (comma-separated).
+    #[arg(long, env = "PEQUOD_INSECURE_REGISTRIES", value_delimiter = ',')]
+    pub insecure_registries: Vec<String>,
+
+    /// Where fetched OCI/Git modules are cached by digest (default: `~/.cache/pequod/sources`).
+    #[arg(long, env = "PEQUOD_SOURCE_CACHE_DIR")]
+    pub source_cache_dir: Option<PathBuf>,
+
     /// Transforms reconciled in parallel.
     #[arg(long, env = "PEQUOD_TRANSFORM_CONCURRENCY", default_value_t = 8)]
     pub transform_concurrency: u16,

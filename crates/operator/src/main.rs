@@ -193,6 +193,20 @@ async fn lead(parts: &Parts, engine: Engine) -> anyhow::Result<()> {
     result
 }
 
+/// Module sources with the operator's settings; the cache lives next to the CUE cache.
+fn sources(args: &Args) -> pequod_source::Sources {
+    let cache_dir = args.source_cache_dir.clone().or_else(|| {
+        pequod_cue::default_cache_dir()
+            .parent()
+            .map(|root| root.join("sources"))
+    });
+    pequod_source::Sources::new(pequod_source::SourceConfig {
+        insecure_registries: args.insecure_registries.clone(),
+        cache_dir,
+        ..pequod_source::SourceConfig::default()
+    })
+}
+
 /// Runs both controllers until `stop`; marks the process ready once both caches are synced.
 async fn run_controllers(parts: &Parts, engine: Engine) -> anyhow::Result<()> {
     let args = &parts.args;
@@ -205,6 +219,7 @@ async fn run_controllers(parts: &Parts, engine: Engine) -> anyhow::Result<()> {
             default_service_account: args.default_service_account.clone(),
         },
         recorder: Some(Recorder::new(parts.client.clone(), reporter)),
+        sources: Arc::new(sources(args)),
         metrics: parts.metrics.clone(),
         ..pequod_transform_controller::Context::new(parts.client.clone(), engine)
     });

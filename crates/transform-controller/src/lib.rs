@@ -48,6 +48,8 @@ pub struct Context {
     pub client: Client,
     /// The CUE engine (one per process).
     pub engine: Engine,
+    /// Module sources with their settings and cache (one per process).
+    pub sources: Arc<pequod_source::Sources>,
     /// Settings.
     pub config: Config,
     /// Publishes Kubernetes Events; `None` publishes nothing.
@@ -64,6 +66,7 @@ impl Context {
         Self {
             client,
             engine,
+            sources: Arc::default(),
             config: Config::default(),
             recorder: None,
             metrics: Arc::default(),

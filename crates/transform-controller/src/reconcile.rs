@@ -258,7 +258,10 @@ async fn render(
     old: &TransformStatus,
 ) -> (Outcome, Vec<String>) {
     let started = Instant::now();
-    let fetched = pequod_source::fetch(&ctx.client, namespace, &transform.spec.cue_ref).await;
+    let fetched = ctx
+        .sources
+        .fetch(&ctx.client, namespace, &transform.spec.cue_ref)
+        .await;
     ctx.metrics.fetched(
         source_type_label(transform),
         fetched.is_ok(),
