@@ -24,7 +24,11 @@ use crate::{Context, Error, FINALIZER};
 /// How a pass ended before the graph step, for status.
 enum Outcome {
     /// The module could not be fetched.
-    FetchFailed { message: String, transient: bool },
+    FetchFailed {
+        reason: &'static str,
+        message: String,
+        transient: bool,
+    },
     /// The `valuesFrom` objects could not be read or merged.
     ValuesFailed { message: String, transient: bool },
     /// Input or module errors, as violations.
@@ -181,15 +185,13 @@ async fn record_outcome(
     match outcome {
         // A permanent fetch failure of a mutable reference (a tag not pushed yet) is re-checked
         // at the Transform's interval.
-        Outcome::FetchFailed { message, transient } => {
-            marks.set(
-                status,
-                types::FETCHED,
-                Status::False,
-                "FetchFailed",
-                &message,
-            );
-            stalled(marks, status, "FetchFailed", &message);
+        Outcome::FetchFailed {
+            reason,
+            message,
+            transient,
+        } => {
+            marks.set(status, types::FETCHED, Status::False, reason, &message);
+            stalled(marks, status, reason, &message);
             Ok(transient.then_some(message))
         }
         Outcome::ValuesFailed { message, transient } => {
@@ -271,6 +273,7 @@ async fn render(
         Ok(fetched) => fetched,
         Err(e) => {
             let outcome = Outcome::FetchFailed {
+                reason: fetch_reason(&e),
                 message: e.to_string(),
                 transient: e.is_transient(),
             };
@@ -312,6 +315,22 @@ async fn render(
         Err(error) => invalid(&error),
     };
     (outcome, secrets)
+}
+
+/// The `Fetched=False` reason: what kind of problem, so that alerts and users can tell an
+/// expired credential from a missing release from a registry outage.
+#[allow(clippy::match_wildcard_for_single_variants)] // new sources' errors start out generic
+fn fetch_reason(error: &pequod_source::FetchError) -> &'static str {
+    use pequod_source::FetchError as E;
+    match error {
+        E::Unauthorized { .. } | E::SecretNotFound { .. } | E::BadSecret { .. } => "Unauthorized",
+        E::NotFound { .. } | E::ModuleNotFound { .. } | E::UnknownEmbedded { .. } => "NotFound",
+        E::NoVersionMatches { .. } => "NoVersionMatches",
+        E::Network { .. } | E::Registry { .. } | E::Kube(_) => "NetworkError",
+        E::InvalidRef { .. } => "InvalidRef",
+        E::BadArtifact { .. } | E::NoCueFiles { .. } | E::PackageNotFound { .. } => "BadModule",
+        _ => "FetchFailed",
+    }
 }
 
 fn source_type_label(transform: &Transform) -> &'static str {
