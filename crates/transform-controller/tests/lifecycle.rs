@@ -353,3 +353,48 @@ async fn status_follows_the_executor_and_delete_tears_the_graph_down_first() {
         "finalizer removed, Transform gone"
     );
 }
+
+#[tokio::test]
+async fn a_module_that_cannot_be_fetched_says_why_and_writes_no_graph() {
+    let env = shared(Profile::Minimal);
+    let (client, ns) = env.prepare(&pequod_api::crd::all(), "fetch").await;
+    let ctx = Arc::new(Context::new(client.clone(), engine()));
+    let transforms = Api::<Transform>::namespaced(client.clone(), &ns);
+    let cases = [
+        (
+            "no-embedded",
+            cue_ref(SourceType::Embedded, "no-such-module"),
+            "NotFound",
+        ),
+        (
+            "no-configmap",
+            cue_ref(SourceType::Configmap, "absent"),
+            "NotFound",
+        ),
+        (
+            "bad-oci-ref",
+            cue_ref(SourceType::Oci, "not a reference"),
+            "InvalidRef",
+        ),
+    ];
+    for (name, source, reason) in cases {
+        let t = transform(name, source, json!({}), Vec::new());
+        transforms
+            .create(&PostParams::default(), &t)
+            .await
+            .expect("create");
+        let failed = pass(&transforms, name, &ctx).await.expect("transform");
+        assert_eq!(condition(&failed, "Fetched").0, "False", "{name}");
+        assert_eq!(condition(&failed, "Fetched").1, reason, "{name}");
+        assert_eq!(condition(&failed, "Stalled").0, "True", "{name}");
+    }
+    let graphs = Api::<ResourceGraph>::namespaced(client.clone(), &ns);
+    assert!(
+        graphs
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+}
