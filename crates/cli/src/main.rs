@@ -34,6 +34,9 @@ use pequod_cue::Rendered;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print how long the engine start and the evaluation took (stderr).
+    #[arg(long, global = true)]
+    timings: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,7 +106,7 @@ struct ModuleArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    match run(cli.command, cli.timings) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -133,12 +136,16 @@ struct Evaluated {
 }
 
 /// Loads, merges and evaluates; `Ok(None)` when the evaluation failed (errors printed).
-fn evaluate(args: &ModuleArgs) -> anyhow::Result<Option<Evaluated>> {
+fn evaluate(args: &ModuleArgs, timings: bool) -> anyhow::Result<Option<Evaluated>> {
     let module = module::load(&args.dir)?;
     let raw = input::read(args.input.as_deref())?;
     let input = input::with_metadata(raw, args.name.as_deref(), args.namespace.as_deref());
     let (name, namespace) = input::identity(&input);
-    match render::evaluate(&module, &input)? {
+    let (result, spent) = render::evaluate(&module, &input)?;
+    if timings {
+        eprintln!("{spent}");
+    }
+    match result {
         Ok(rendered) => {
             for violation in &rendered.violations {
                 eprintln!("{}", render::violation_line(&module, violation));
@@ -159,15 +166,15 @@ fn evaluate(args: &ModuleArgs) -> anyhow::Result<Option<Evaluated>> {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command, timings: bool) -> anyhow::Result<ExitCode> {
     match command {
         Command::Render {
             module,
             graph,
             ignore_violations,
-        } => render_command(&module, graph, ignore_violations),
-        Command::Vet { module } => vet_command(&module),
-        Command::Graph { module, format } => graph_command(&module, format),
+        } => render_command(&module, graph, ignore_violations, timings),
+        Command::Vet { module } => vet_command(&module, timings),
+        Command::Graph { module, format } => graph_command(&module, format, timings),
         Command::Diff {
             module,
             kubeconfig,
@@ -180,6 +187,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 context,
             },
             exit_code,
+            timings,
         ),
     }
 }
@@ -188,8 +196,9 @@ fn render_command(
     args: &ModuleArgs,
     graph: bool,
     ignore_violations: bool,
+    timings: bool,
 ) -> anyhow::Result<ExitCode> {
-    let Some(done) = evaluate(args)? else {
+    let Some(done) = evaluate(args, timings)? else {
         return Ok(ExitCode::FAILURE);
     };
     if let Some(outputs) = &done.rendered.outputs {
@@ -211,8 +220,8 @@ fn render_command(
     Ok(ExitCode::SUCCESS)
 }
 
-fn vet_command(args: &ModuleArgs) -> anyhow::Result<ExitCode> {
-    let Some(done) = evaluate(args)? else {
+fn vet_command(args: &ModuleArgs, timings: bool) -> anyhow::Result<ExitCode> {
+    let Some(done) = evaluate(args, timings)? else {
         return Ok(ExitCode::FAILURE);
     };
     let mut failed = render::blocking(&done.rendered.violations);
@@ -231,8 +240,12 @@ fn vet_command(args: &ModuleArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn graph_command(args: &ModuleArgs, format: graph::Format) -> anyhow::Result<ExitCode> {
-    let Some(done) = evaluate(args)? else {
+fn graph_command(
+    args: &ModuleArgs,
+    format: graph::Format,
+    timings: bool,
+) -> anyhow::Result<ExitCode> {
+    let Some(done) = evaluate(args, timings)? else {
         return Ok(ExitCode::FAILURE);
     };
     let nodes = &done.rendered.nodes;
@@ -255,8 +268,9 @@ fn diff_command(
     args: &ModuleArgs,
     target: &diff::Target,
     exit_code: bool,
+    timings: bool,
 ) -> anyhow::Result<ExitCode> {
-    let Some(done) = evaluate(args)? else {
+    let Some(done) = evaluate(args, timings)? else {
         return Ok(ExitCode::FAILURE);
     };
     if done.name.is_empty() || done.namespace.is_empty() {

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use pequod_api::{GraphNode, Severity, Violation};
@@ -12,23 +13,59 @@ use serde_json::Value;
 
 use crate::module::LocalModule;
 
+/// Where the time of one evaluation went.
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    /// Engine start: the precompiled guest loaded from the cache (or compiled, the first time).
+    pub engine_start: Duration,
+    /// Whether the guest had to be compiled (no usable cache).
+    pub compiled: bool,
+    /// The evaluation: a fresh guest instance, module load, `#Input` check, export.
+    pub evaluation: Duration,
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "timings: engine start {:.1} ms ({}), evaluation {:.1} ms",
+            self.engine_start.as_secs_f64() * 1000.0,
+            if self.compiled {
+                "guest compiled and cached"
+            } else {
+                "guest loaded from the cache"
+            },
+            self.evaluation.as_secs_f64() * 1000.0
+        )
+    }
+}
+
 /// Evaluates `module` with `input` on a current-thread runtime. The first run on a machine
 /// compiles the guest once and caches it (`~/.cache/pequod/cue`).
 pub fn evaluate(
     module: &LocalModule,
     input: &Value,
-) -> anyhow::Result<Result<Arc<Rendered>, EvalError>> {
+) -> anyhow::Result<(Result<Arc<Rendered>, EvalError>, Timings)> {
     let config = EngineConfig {
         max_instances: 1,
         memo_capacity: 1,
         ..EngineConfig::default()
     };
+    let started = Instant::now();
     let engine = Engine::new(config).context("starting the CUE engine")?;
+    let engine_start = started.elapsed();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    Ok(runtime.block_on(engine.evaluate(&module.source, input)))
+    let started = Instant::now();
+    let result = runtime.block_on(engine.evaluate(&module.source, input));
+    let timings = Timings {
+        engine_start,
+        compiled: engine.preparation().compiled,
+        evaluation: started.elapsed(),
+    };
+    Ok((result, timings))
 }
 
 /// The lines describing a failed evaluation, one per CUE error (`file:line:col: path: message`,

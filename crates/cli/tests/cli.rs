@@ -89,8 +89,14 @@ fn render_flags_set_the_metadata_and_graph_prints_nodes() {
         "--namespace",
         "retail",
         "--graph",
+        "--timings",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("timings: engine start "),
+        "{}",
+        text(&out.stderr)
+    );
     let graph: serde_json::Value = yaml_serde::from_slice(&out.stdout).expect("YAML");
     let nodes = graph["nodes"].as_array().expect("nodes");
     assert_eq!(nodes[0]["id"], "deployment");
