@@ -8,7 +8,9 @@
 //! - `embedded`: a package of the platform module shipped in the binary (`cue/`);
 //! - `oci`: a module in an OCI registry (`registry/repository[:tag|@sha256:…]`), CUE's module
 //!   artifact or a tar.gz of `.cue` files; `version` is an exact tag or a semver constraint over
-//!   the tags ([`oci`]). Credentials come from `pullSecretRef`; downloads are cached by digest.
+//!   the tags ([`oci`]). Credentials come from `pullSecretRef`; downloads are cached by digest;
+//! - `git`: a module in a Git repository (`url[#branch|#tag|#commit]`), `version` a tag,
+//!   branch or semver constraint over tags; fetched shallow, cached by commit.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use pequod_api::{CueRef, SourceType};
 mod archive;
 mod cache;
 mod credentials;
+mod git;
 pub mod oci;
 
 mod embedded {
@@ -261,6 +264,23 @@ impl Sources {
                     &target,
                     cue_ref.version.as_deref(),
                     credentials,
+                    package_dir(cue_ref.path.as_deref()),
+                )
+                .await
+            }
+            SourceType::Git => {
+                let target = git::Target::parse(&cue_ref.reference)?;
+                let auth = match &cue_ref.pull_secret_ref {
+                    Some(secret) => git::GitAuth::from_secret(
+                        &credentials::read(client, namespace, &secret.name).await?,
+                    )?,
+                    None => git::GitAuth::default(),
+                };
+                git::fetch(
+                    self,
+                    &target,
+                    cue_ref.version.as_deref(),
+                    auth,
                     package_dir(cue_ref.path.as_deref()),
                 )
                 .await

@@ -16,6 +16,7 @@
 //! it, even when a static is never dropped or the process is killed.
 
 pub mod binaries;
+pub mod git;
 mod certs;
 pub mod process;
 pub mod registry;
