@@ -16,8 +16,9 @@
 //! it, even when a static is never dropped or the process is killed.
 
 pub mod binaries;
-pub mod git;
 mod certs;
+pub mod cue_cli;
+pub mod git;
 pub mod process;
 pub mod registry;
 
