@@ -51,6 +51,14 @@ pub fn evaluate(
         memo_capacity: 1,
         ..EngineConfig::default()
     };
+    if let Some(dir) = &config.cache_dir
+        && !has_compiled_guest(dir)
+    {
+        eprintln!(
+            "compiling the CUE guest for this machine (once, up to a minute); cached in {}",
+            dir.display()
+        );
+    }
     let started = Instant::now();
     let engine = Engine::new(config).context("starting the CUE engine")?;
     let engine_start = started.elapsed();
@@ -66,6 +74,16 @@ pub fn evaluate(
         evaluation: started.elapsed(),
     };
     Ok((result, timings))
+}
+
+/// Whether `dir` holds a precompiled guest (of any version: a stale one still means the user
+/// has seen the first-run message before).
+fn has_compiled_guest(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+    })
 }
 
 /// The lines describing a failed evaluation, one per CUE error (`file:line:col: path: message`,
