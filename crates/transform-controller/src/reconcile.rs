@@ -145,10 +145,11 @@ pub fn next_check(transform: &Transform) -> Option<std::time::Duration> {
     let cue_ref = &transform.spec.cue_ref;
     let pinned = match cue_ref.source_type {
         pequod_api::SourceType::Oci => cue_ref.reference.contains("@sha256:"),
-        pequod_api::SourceType::Git => cue_ref
-            .version
-            .as_deref()
-            .is_some_and(|v| v.len() == 40 && v.chars().all(|c| c.is_ascii_hexdigit())),
+        pequod_api::SourceType::Git => {
+            let commit = |v: &str| v.len() == 40 && v.chars().all(|c| c.is_ascii_hexdigit());
+            let fragment = cue_ref.reference.rsplit_once('#').map(|(_, f)| f);
+            cue_ref.version.as_deref().is_some_and(commit) || fragment.is_some_and(commit)
+        }
         _ => return None,
     };
     if pinned {
@@ -679,6 +680,12 @@ mod tests {
                 "u"
             )),
             None
+        );
+        let in_ref = format!("https://g/r#{commit}");
+        assert_eq!(
+            next_check(&transform(SourceType::Git, &in_ref, None, "u")),
+            None,
+            "a commit in the ref pins"
         );
         let delays: Vec<Duration> = (0..1000)
             .map(|i| {
