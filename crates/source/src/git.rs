@@ -318,6 +318,26 @@ fn repo_dir(cache_dir: Option<&Path>, url: &str) -> (PathBuf, Option<ScratchDir>
     }
 }
 
+/// A lock per local repository directory.
+#[derive(Debug, Default)]
+pub(crate) struct Locks(
+    std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl Locks {
+    fn of(&self, dir: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget locks nobody holds once there are many (one per repository URL).
+        if locks.len() > 1024 {
+            locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+        }
+        locks.entry(dir.to_owned()).or_default().clone()
+    }
+}
+
 /// Removes a scratch repository when the fetch is done.
 struct ScratchDir(PathBuf);
 
@@ -496,6 +516,8 @@ pub(crate) async fn fetch(
 ) -> Result<Fetched, FetchError> {
     let url = target.url.clone();
     let (dir, _scratch) = repo_dir(sources.config.cache_dir.as_deref(), &url);
+    let lock = sources.git_locks.of(&dir);
+    let _held = lock.lock().await;
     let local_error = |message: String| FetchError::Registry {
         url: url.clone(),
         message: format!("local Git cache: {message}"),

@@ -199,6 +199,9 @@ pub struct Sources {
     cache: cache::Cache,
     /// For the one-request checks of a tag or tag list (see [`oci`]).
     http: std::sync::OnceLock<Option<reqwest::Client>>,
+    /// One fetch at a time per local Git repository (libgit2 locks refs; a second writer
+    /// would fail rather than wait).
+    git_locks: git::Locks,
 }
 
 impl Default for Sources {
@@ -214,6 +217,7 @@ impl Sources {
             cache: cache::Cache::new(config.cache_dir.clone()),
             config,
             http: std::sync::OnceLock::new(),
+            git_locks: git::Locks::default(),
         }
     }
 

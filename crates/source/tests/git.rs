@@ -193,3 +193,38 @@ async fn a_branch_advance_gives_a_new_digest_and_the_cache_saves_fetches() {
     }
     std::fs::remove_dir_all(cache_dir).expect("remove cache");
 }
+
+#[tokio::test]
+async fn concurrent_fetches_share_one_local_repository() {
+    let server = GitServer::start();
+    let shas = repository(&server);
+    let url = server.url("platform");
+    let cache_dir = std::env::temp_dir().join(pequod_testenv::unique_name("pequod-git-many"));
+    let sources = std::sync::Arc::new(Sources::new(SourceConfig {
+        cache_dir: Some(cache_dir.clone()),
+        ..SourceConfig::default()
+    }));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let sources = sources.clone();
+        let reference = match i % 4 {
+            0 => format!("{url}#main"),
+            1 => format!("{url}#v1.2.0"),
+            2 => format!("{url}#{}", shas[1]),
+            _ => url.clone(),
+        };
+        tasks.spawn(async move {
+            sources
+                .fetch(
+                    &offline_kube_client(),
+                    "ns",
+                    &git_ref(&reference, None, Some("platform/web")),
+                )
+                .await
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("task").expect("concurrent fetch");
+    }
+    std::fs::remove_dir_all(cache_dir).expect("remove cache");
+}
