@@ -172,3 +172,156 @@ fn run_git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
+
+/// `git http-backend` behind a tiny HTTP/1.1 server in this process that requires basic auth
+/// (the smart HTTP protocol, as GitHub or GitLab serve it over https, minus TLS).
+#[derive(Debug)]
+pub struct HttpGitServer {
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    root: PathBuf,
+}
+
+impl HttpGitServer {
+    /// Serves the repositories of `server` over HTTP to `username`/`password` only.
+    pub fn start(server: &GitServer, username: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let root = server.dir.join("repos");
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+        );
+        let serve_root = root.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let root = serve_root.clone();
+                let expected = expected.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &root, &expected);
+                });
+            }
+        });
+        Self { addr, root }
+    }
+
+    /// The `http://` URL of repository `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/{name}", self.addr)
+    }
+
+    /// Where the repositories live.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+fn serve(stream: std::net::TcpStream, root: &Path, expected: &str) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = header.trim_end().split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if let Some(length) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        body.resize(length, 0);
+        reader.read_exact(&mut body)?;
+    } else if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                let mut end = String::new();
+                reader.read_line(&mut end)?;
+                break;
+            }
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    if header("authorization").as_deref() != Some(expected) {
+        writer.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+              Content-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut child = Command::new(which_git())
+        .arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("REQUEST_METHOD", &method)
+        .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("GIT_PROTOCOL", header("git-protocol").unwrap_or_default())
+        .env("REMOTE_USER", "test")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&body)?;
+    }
+    let output = child.wait_with_output()?;
+    respond(&mut writer, &output.stdout)
+}
+
+/// Turns CGI output (headers, a blank line, the body) into an HTTP/1.1 response.
+fn respond(writer: &mut impl std::io::Write, out: &[u8]) -> std::io::Result<()> {
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
+    let (head, content) = match split {
+        Some((i, n)) => (
+            String::from_utf8_lossy(&out[..i]).into_owned(),
+            &out[i + n..],
+        ),
+        None => (String::new(), out),
+    };
+    let mut status = "200 OK".to_owned();
+    let mut response_headers = String::new();
+    for line in head.lines() {
+        if let Some(s) = line.strip_prefix("Status:") {
+            s.trim().clone_into(&mut status);
+        } else if !line.is_empty() {
+            response_headers.push_str(line);
+            response_headers.push_str("\r\n");
+        }
+    }
+    write!(
+        writer,
+        "HTTP/1.1 {status}\r\n{response_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        content.len()
+    )?;
+    writer.write_all(content)?;
+    writer.flush()
+}

@@ -1,0 +1,100 @@
+//! Git over smart HTTP with basic auth (`git http-backend`), credentials from pull secrets in
+//! a real kube-apiserver.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams};
+use pequod_api::{CueRef, LocalObjectReference, SourceType};
+use pequod_source::{FetchError, SourceConfig, Sources};
+use pequod_testenv::git::{GitServer, HttpGitServer};
+use pequod_testenv::{Profile, shared};
+
+const PASSWORD: &str = "git-s3cret";
+
+fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/basic-auth".into()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn git_ref(url: &str, secret: Option<&str>) -> CueRef {
+    CueRef {
+        source_type: SourceType::Git,
+        reference: format!("{url}#main"),
+        path: Some("web".into()),
+        version: None,
+        pull_secret_ref: secret.map(|name| LocalObjectReference { name: name.into() }),
+        interval: None,
+    }
+}
+
+#[tokio::test]
+async fn https_style_basic_auth_from_pull_secrets() {
+    let git = GitServer::start();
+    git.create("private");
+    git.commit(
+        "private",
+        &[
+            (
+                "cue.mod/module.cue",
+                "module: \"example.com/p@v0\"\nlanguage: version: \"v0.17.0\"\n",
+            ),
+            ("web/web.cue", "package web\nx: 1\n"),
+        ],
+        "first",
+    );
+    let http = HttpGitServer::start(&git, "pequod", PASSWORD);
+    let url = http.url("private");
+
+    let env = shared(Profile::Minimal);
+    let client = env.client();
+    let ns = env.create_namespace(&client, "git-auth").await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    for s in [
+        secret("basic", &[("username", "pequod"), ("password", PASSWORD)]),
+        secret("token", &[("username", "pequod"), ("token", PASSWORD)]),
+        secret("wrong", &[("username", "pequod"), ("password", "guess")]),
+    ] {
+        secrets
+            .create(&PostParams::default(), &s)
+            .await
+            .expect("secret");
+    }
+    let sources = Sources::new(SourceConfig::default());
+    for name in ["basic", "token"] {
+        let fetched = sources
+            .fetch(&client, &ns, &git_ref(&url, Some(name)))
+            .await
+            .unwrap_or_else(|e| panic!("with {name}: {e}"));
+        assert_eq!(fetched.package, "web");
+        assert!(
+            fetched
+                .version
+                .as_deref()
+                .is_some_and(|v| v.starts_with("main@"))
+        );
+    }
+    for secret in [Some("wrong"), None] {
+        match sources.fetch(&client, &ns, &git_ref(&url, secret)).await {
+            Err(e @ FetchError::Unauthorized { .. }) => {
+                assert!(!e.is_transient());
+                assert!(!e.to_string().contains("guess"));
+            }
+            other => panic!("{secret:?}: {other:?}"),
+        }
+    }
+}
