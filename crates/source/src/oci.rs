@@ -314,34 +314,90 @@ impl Probe<'_> {
         .then(|| digest.to_owned())
     }
 
-    /// `Some(tags)` when the registry lists them plainly in one page.
+    /// `Some(tags)` when the registry lists them plainly, following `Link: <…>; rel="next"`
+    /// pages (at most [`TAG_PAGES`]).
     async fn tags(&self, target: &Target) -> Option<Vec<String>> {
         #[derive(serde::Deserialize)]
         struct Tags {
             tags: Option<Vec<String>>,
         }
-        let url = format!(
-            "{}://{}/v2/{}/tags/list",
-            self.scheme, target.registry, target.repository
-        );
-        let response = self
-            .request(reqwest::Method::GET, &url)?
-            .send()
-            .await
-            .ok()?;
-        if response.status() != reqwest::StatusCode::OK
-            || response.headers().contains_key(reqwest::header::LINK)
-        {
-            return None;
+        let origin = format!("{}://{}", self.scheme, target.registry);
+        let mut url = format!("{origin}/v2/{}/tags/list", target.repository);
+        let mut all = Vec::new();
+        for _ in 0..TAG_PAGES {
+            let response = self
+                .request(reqwest::Method::GET, &url)?
+                .send()
+                .await
+                .ok()?;
+            if response.status() != reqwest::StatusCode::OK {
+                return None;
+            }
+            let next = response
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|l| l.to_str().ok())
+                .and_then(next_page);
+            let body = response.bytes().await.ok()?;
+            all.extend(
+                serde_json::from_slice::<Tags>(&body)
+                    .ok()?
+                    .tags
+                    .unwrap_or_default(),
+            );
+            match next {
+                // Only pages on the same registry: credentials never leave it.
+                Some(next) if next.starts_with('/') => url = format!("{origin}{next}"),
+                Some(next) if next.starts_with(&format!("{origin}/")) => url = next,
+                Some(_) => return None,
+                None => return Some(all),
+            }
         }
-        let body = response.bytes().await.ok()?;
-        Some(
-            serde_json::from_slice::<Tags>(&body)
-                .ok()?
-                .tags
-                .unwrap_or_default(),
-        )
+        None
     }
+}
+
+/// Most tag-list pages read for one constraint.
+const TAG_PAGES: usize = 50;
+
+/// The target of a `Link: <url>; rel="next"` header.
+fn next_page(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"))
+            .then(|| {
+                target
+                    .trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_owned()
+            })
+    })
+}
+
+/// Every tag through oci-client, page by page (`n` and `last`).
+async fn list_all_tags(
+    client: &Client,
+    target: &Target,
+    auth: &RegistryAuth,
+) -> Result<Vec<String>, OciDistributionError> {
+    const PAGE: usize = 1000;
+    let reference = target.with_tag("latest");
+    let mut all: Vec<String> = Vec::new();
+    for _ in 0..TAG_PAGES {
+        let page = client
+            .list_tags(&reference, auth, Some(PAGE), all.last().map(String::as_str))
+            .await?
+            .tags;
+        let done = page.len() < PAGE;
+        all.extend(page);
+        if done {
+            break;
+        }
+    }
+    Ok(all)
 }
 
 /// The manifest digest to fetch and the tag it came from.
@@ -403,14 +459,9 @@ async fn resolve(
         Wanted::Constraint(req) => {
             let tags = match probe.tags(target).await {
                 Some(tags) => tags,
-                None => {
-                    client
-                        .get()
-                        .list_tags(&target.with_tag("latest"), auth, None, None)
-                        .await
-                        .map_err(|e| classify(e, url, "repository"))?
-                        .tags
-                }
+                None => list_all_tags(client.get(), target, auth)
+                    .await
+                    .map_err(|e| classify(e, url, "repository"))?,
             };
             let (tag, _) = pick(&tags, &req).ok_or_else(|| {
                 let mut available: Vec<(semver::Version, String)> = tags
@@ -569,6 +620,15 @@ mod tests {
         assert_eq!(t.digest.as_deref(), Some(digest.as_str()));
         assert!(Target::parse("platform/webservice").is_err());
         assert!(Target::parse("webservice").is_err());
+    }
+
+    #[test]
+    fn link_headers_name_the_next_page() {
+        assert_eq!(
+            next_page(r#"</v2/m/tags/list?last=v1&n=2>; rel="next""#).as_deref(),
+            Some("/v2/m/tags/list?last=v1&n=2")
+        );
+        assert_eq!(next_page(r#"</x>; rel="prev""#), None);
     }
 
     #[test]
