@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
 use pequod_api::{CueRef, LocalObjectReference, SourceType};
 use pequod_source::{FetchError, SourceConfig, Sources};
-use pequod_testenv::git::{GitServer, HttpGitServer};
+use pequod_testenv::git::{GitServer, HttpGitServer, SshGitServer};
 use pequod_testenv::{Profile, shared};
 
 const PASSWORD: &str = "git-s3cret";
@@ -21,7 +21,16 @@ fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
             name: Some(name.into()),
             ..Default::default()
         },
-        type_: Some("kubernetes.io/basic-auth".into()),
+        type_: Some(
+            if data.iter().any(|(k, _)| *k == "ssh-privatekey") {
+                "kubernetes.io/ssh-auth"
+            } else if data.iter().any(|(k, _)| *k == "identity") {
+                "Opaque"
+            } else {
+                "kubernetes.io/basic-auth"
+            }
+            .into(),
+        ),
         data: Some(
             data.iter()
                 .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
@@ -94,6 +103,64 @@ async fn https_style_basic_auth_from_pull_secrets() {
                 assert!(!e.is_transient());
                 assert!(!e.to_string().contains("guess"));
             }
+            other => panic!("{secret:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ssh_keys_and_known_hosts_from_pull_secrets() {
+    let git = GitServer::start();
+    git.create("private");
+    git.commit(
+        "private",
+        &[
+            (
+                "cue.mod/module.cue",
+                "module: \"example.com/p@v0\"\nlanguage: version: \"v0.17.0\"\n",
+            ),
+            ("web/web.cue", "package web\nx: 1\n"),
+        ],
+        "first",
+    );
+    let ssh = SshGitServer::start(&git);
+    let url = ssh.url("private");
+
+    let env = shared(Profile::Minimal);
+    let client = env.client();
+    let ns = env.create_namespace(&client, "git-ssh").await;
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let other_host = ssh.known_hosts.replace(
+        &format!("[127.0.0.1]:{}", ssh.addr.rsplit(':').next().unwrap_or("")),
+        "[other.example]:22",
+    );
+    for s in [
+        secret(
+            "key",
+            &[
+                ("identity", &ssh.identity),
+                ("known_hosts", &ssh.known_hosts),
+            ],
+        ),
+        secret(
+            "unknown-host",
+            &[("identity", &ssh.identity), ("known_hosts", &other_host)],
+        ),
+    ] {
+        secrets
+            .create(&PostParams::default(), &s)
+            .await
+            .expect("secret");
+    }
+    let sources = Sources::new(SourceConfig::default());
+    let fetched = sources
+        .fetch(&client, &ns, &git_ref(&url, Some("key")))
+        .await
+        .unwrap_or_else(|e| panic!("over ssh: {e}"));
+    assert_eq!(fetched.package, "web");
+    for secret in [Some("unknown-host"), None] {
+        match sources.fetch(&client, &ns, &git_ref(&url, secret)).await {
+            Err(e @ FetchError::Unauthorized { .. }) => assert!(!e.is_transient()),
             other => panic!("{secret:?}: {other:?}"),
         }
     }

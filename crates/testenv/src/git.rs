@@ -325,3 +325,114 @@ fn respond(writer: &mut impl std::io::Write, out: &[u8]) -> std::io::Result<()> 
     writer.write_all(content)?;
     writer.flush()
 }
+
+/// Where Debian's openssh-server installs the daemon.
+pub const SSHD: &str = "/usr/sbin/sshd";
+
+/// The repositories of a [`GitServer`] over SSH: OpenSSH's `sshd` on a free 127.0.0.1 port with
+/// a fresh host key, accepting one fresh client key for the current user.
+#[derive(Debug)]
+pub struct SshGitServer {
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    /// The client's private key (PEM), for an `identity` Secret key.
+    pub identity: String,
+    /// A `known_hosts` line for the server's host key.
+    pub known_hosts: String,
+    user: String,
+    root: PathBuf,
+    _process: Supervised,
+}
+
+impl SshGitServer {
+    /// Starts sshd. Panics with what to install when it is missing.
+    pub fn start(server: &GitServer) -> Self {
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing: install `openssh-server` (.ci/run does this)"
+        );
+        let dir = server.dir.join(unique_name("sshd"));
+        std::fs::create_dir_all(&dir).expect("sshd dir");
+        // sshd refuses to start without its privilege separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let keygen = |name: &str, args: &[&str]| {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-N", "", "-f"])
+                .arg(dir.join(name))
+                .args(args)
+                .status()
+                .expect("ssh-keygen");
+            assert!(status.success(), "ssh-keygen {name}");
+        };
+        keygen("host_key", &["-t", "ed25519"]);
+        keygen("client_key", &["-t", "rsa", "-b", "2048", "-m", "PEM"]);
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect("key file");
+        std::fs::write(dir.join("authorized_keys"), read("client_key.pub")).expect("keys");
+        let port = free_port().expect("a free port");
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {pid}\n\
+                 AuthorizedKeysFile {keys}\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nLogLevel VERBOSE\n",
+                host_key = dir.join("host_key").display(),
+                pid = dir.join("sshd.pid").display(),
+                keys = dir.join("authorized_keys").display(),
+            ),
+        )
+        .expect("sshd config");
+        let mut process = Supervised::spawn(
+            "sshd",
+            Path::new(SSHD),
+            &[
+                "-D".to_owned(),
+                "-e".to_owned(),
+                "-f".to_owned(),
+                config.display().to_string(),
+            ],
+            dir.join("sshd.log"),
+        )
+        .expect("starting sshd");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if let Some(status) = process.exited() {
+                panic!("sshd exited ({status}):\n{}", process.log_tail(30));
+            }
+            assert!(Instant::now() < deadline, "sshd did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let host_key = read("host_key.pub");
+        let mut parts = host_key.split_whitespace();
+        let known_hosts = format!(
+            "[127.0.0.1]:{port} {} {}\n",
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default()
+        );
+        let user = Command::new("id")
+            .arg("-un")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .expect("id -un");
+        Self {
+            addr,
+            identity: read("client_key"),
+            known_hosts,
+            user,
+            root: server.dir.join("repos"),
+            _process: process,
+        }
+    }
+
+    /// The `ssh://` URL of repository `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!(
+            "ssh://{}@{}{}",
+            self.user,
+            self.addr,
+            self.root.join(name).display()
+        )
+    }
+}
