@@ -198,6 +198,7 @@ fn classify(e: &git2::Error, url: &str) -> FetchError {
     if lower.contains("not found")
         || lower.contains("404")
         || lower.contains("does not appear to be a git repository")
+        || lower.contains("repository not exported")
         || lower.contains("no such file")
     {
         return FetchError::ModuleNotFound {

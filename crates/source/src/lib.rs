@@ -178,7 +178,8 @@ pub struct SourceConfig {
     pub insecure_registries: Vec<String>,
     /// Where fetched modules are kept across restarts (by digest); `None`: memory only.
     pub cache_dir: Option<PathBuf>,
-    /// Connect and read timeout of each request to a registry or Git server.
+    /// Connect and read timeout of each request to a registry (Git uses libgit2's own
+    /// timeouts: setting them is process-global and unsafe in git2).
     pub timeout: Duration,
 }
 
