@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod crd;
 mod digest;
 pub mod duration;
+pub mod events;
 pub mod resource_graph;
 mod schema;
 pub mod transform;

@@ -20,9 +20,6 @@ use serde_json::Value;
 use crate::ANNOTATION_PRUNE;
 use crate::remove::{Outcome, Removed};
 
-/// Longest event note we send (the API limit is 1 KiB).
-const NOTE_LIMIT: usize = 1000;
-
 /// What a pass did that the status after it does not show.
 #[derive(Debug, Default)]
 pub(crate) struct Facts {
@@ -235,19 +232,10 @@ fn event(
     note: &str,
     related: Option<ObjectReference>,
 ) -> Event {
-    let mut note = note.to_owned();
-    if note.len() > NOTE_LIMIT {
-        let mut cut = NOTE_LIMIT;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push('…');
-    }
     Event {
         type_,
         reason: reason.to_owned(),
-        note: (!note.is_empty()).then_some(note),
+        note: pequod_api::events::note(note),
         action: action.to_owned(),
         secondary: related,
     }
@@ -533,6 +521,9 @@ mod tests {
     fn notes_are_bounded() {
         let long = "é".repeat(2000);
         let e = event(EventType::Warning, "X", "Y", &long, None);
-        assert!(e.note.is_some_and(|n| n.len() <= NOTE_LIMIT + 3));
+        assert!(
+            e.note
+                .is_some_and(|n| n.len() <= pequod_api::events::NOTE_LIMIT + 3)
+        );
     }
 }

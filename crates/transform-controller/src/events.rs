@@ -6,9 +6,6 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use pequod_api::conditions::{find, types};
 use pequod_api::{Severity, Transform, TransformStatus};
 
-/// Longest event note we send (the API limit is 1 KiB).
-const NOTE_LIMIT: usize = 1000;
-
 /// The events that describe how `old` became `new`.
 pub(crate) fn transitions(old: &TransformStatus, new: &TransformStatus) -> Vec<Event> {
     let mut events = Vec::new();
@@ -66,19 +63,10 @@ pub(crate) fn transitions(old: &TransformStatus, new: &TransformStatus) -> Vec<E
 }
 
 fn event(type_: EventType, reason: &str, action: &str, note: &str) -> Event {
-    let mut note = note.to_owned();
-    if note.len() > NOTE_LIMIT {
-        let mut cut = NOTE_LIMIT;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-        note.push('…');
-    }
     Event {
         type_,
         reason: reason.to_owned(),
-        note: (!note.is_empty()).then_some(note),
+        note: pequod_api::events::note(note),
         action: action.to_owned(),
         secondary: None,
     }
@@ -155,6 +143,9 @@ mod tests {
     fn notes_are_bounded() {
         let long = "é".repeat(2000);
         let e = event(EventType::Warning, "X", "Y", &long);
-        assert!(e.note.is_some_and(|n| n.len() <= NOTE_LIMIT + 3));
+        assert!(
+            e.note
+                .is_some_and(|n| n.len() <= pequod_api::events::NOTE_LIMIT + 3)
+        );
     }
 }
