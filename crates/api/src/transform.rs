@@ -132,6 +132,38 @@ pub struct CueRef {
     pub interval: Option<String>,
 }
 
+impl CueRef {
+    /// A reference of `source_type` to `reference`, with no path, version, secret or interval.
+    pub fn new(source_type: SourceType, reference: impl Into<String>) -> Self {
+        Self {
+            source_type,
+            reference: reference.into(),
+            path: None,
+            version: None,
+            pull_secret_ref: None,
+            interval: None,
+        }
+    }
+}
+
+impl TransformSpec {
+    /// A spec rendering `cue_ref` with `input` and every other field at its default (no
+    /// valuesFrom, not suspended, Delete, Correct).
+    pub fn new(cue_ref: CueRef, input: Option<serde_json::Value>) -> Self {
+        Self {
+            cue_ref,
+            input,
+            values_from: Vec::new(),
+            service_account_name: None,
+            suspend: false,
+            deletion_policy: DeletionPolicy::default(),
+            drift_policy: DriftPolicy::default(),
+            adopt: Vec::new(),
+            timeout: None,
+        }
+    }
+}
+
 /// Kind of module source.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -636,24 +636,14 @@ mod tests {
     ) -> Transform {
         let mut t = Transform::new(
             "t",
-            TransformSpec {
-                cue_ref: CueRef {
-                    source_type,
-                    reference: reference.into(),
-                    path: None,
+            TransformSpec::new(
+                CueRef {
                     version: version.map(str::to_owned),
-                    pull_secret_ref: None,
                     interval: Some("1m".into()),
+                    ..CueRef::new(source_type, reference)
                 },
-                input: None,
-                values_from: Vec::new(),
-                service_account_name: None,
-                suspend: false,
-                deletion_policy: pequod_api::DeletionPolicy::Delete,
-                drift_policy: pequod_api::DriftPolicy::Correct,
-                adopt: Vec::new(),
-                timeout: None,
-            },
+                None,
+            ),
         );
         t.metadata.uid = Some(uid.into());
         t

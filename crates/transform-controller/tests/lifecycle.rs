@@ -34,28 +34,14 @@ fn transform(
     Transform::new(
         name,
         TransformSpec {
-            cue_ref,
-            input: Some(input),
             values_from,
-            service_account_name: None,
-            suspend: false,
-            deletion_policy: pequod_api::DeletionPolicy::Delete,
-            drift_policy: pequod_api::DriftPolicy::Correct,
-            adopt: Vec::new(),
-            timeout: None,
+            ..TransformSpec::new(cue_ref, Some(input))
         },
     )
 }
 
 fn cue_ref(source_type: SourceType, reference: &str) -> CueRef {
-    CueRef {
-        source_type,
-        reference: reference.into(),
-        path: None,
-        version: None,
-        pull_secret_ref: None,
-        interval: None,
-    }
+    CueRef::new(source_type, reference)
 }
 
 async fn pass(transforms: &Api<Transform>, name: &str, ctx: &Arc<Context>) -> Option<Transform> {

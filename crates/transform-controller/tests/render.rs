@@ -20,24 +20,7 @@ fn engine() -> Engine {
 fn webservice(name: &str, input: serde_json::Value) -> Transform {
     Transform::new(
         name,
-        TransformSpec {
-            cue_ref: CueRef {
-                source_type: SourceType::Embedded,
-                reference: "webservice".into(),
-                path: None,
-                version: None,
-                pull_secret_ref: None,
-                interval: None,
-            },
-            input: Some(input),
-            values_from: Vec::new(),
-            service_account_name: None,
-            suspend: false,
-            deletion_policy: pequod_api::DeletionPolicy::Delete,
-            drift_policy: pequod_api::DriftPolicy::Correct,
-            adopt: Vec::new(),
-            timeout: None,
-        },
+        TransformSpec::new(CueRef::new(SourceType::Embedded, "webservice"), Some(input)),
     )
 }
 
