@@ -322,6 +322,9 @@ async fn a_rotated_secret_re_renders_and_suspend_stops_all_writes() {
     let transforms = Api::<Transform>::namespaced(client.clone(), &ns);
     let graphs = Api::<ResourceGraph>::namespaced(client.clone(), &ns);
     let revision = graphs.get("web").await.expect("graph").spec.revision;
+    let reconciles =
+        r#"pequod_reconcile_total{controller="transform-controller",result="success"}"#;
+    let before = operator.metric(reconciles).await.unwrap_or_default();
     transforms
         .patch(
             "web",
@@ -330,6 +333,19 @@ async fn a_rotated_secret_re_renders_and_suspend_stops_all_writes() {
         )
         .await
         .expect("suspend");
+    // A suspended Transform writes nothing, status included: wait until the operator has run a
+    // reconcile after the suspend (its cache then holds it), or the rotation below can race it.
+    eventually(
+        "the operator saw the suspend",
+        MINUTE,
+        &[&operator],
+        || async {
+            let after = operator.metric(reconciles).await?;
+            (after > before).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let three = json!({"stringData": {"values.yaml": "replicas: 3\n"}});
     secrets
         .patch("web-values", &PatchParams::default(), &Patch::Merge(&three))
