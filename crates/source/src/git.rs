@@ -609,6 +609,7 @@ fn finish(
         package,
         url: url.to_owned(),
         version: Some(version),
+        deps: Vec::new(),
     })
 }
 

@@ -23,7 +23,9 @@ use pequod_api::{CueRef, SourceType};
 mod archive;
 mod cache;
 mod credentials;
+pub mod cue_registry;
 mod git;
+pub mod modfile;
 pub mod oci;
 
 mod embedded {
@@ -43,6 +45,21 @@ pub struct Fetched {
     pub url: String,
     /// The resolved version, when the source has one.
     pub version: Option<String>,
+    /// The modules `cue.mod/module.cue` depends on, fetched from their registries.
+    pub deps: Vec<Dependency>,
+}
+
+/// A CUE module another module depends on, fetched by the digest behind its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dependency {
+    /// Module path with major version (`example.com/policy@v0`).
+    pub module: String,
+    /// Exact version (`v0.1.0`).
+    pub version: String,
+    /// Manifest digest it was fetched by.
+    pub digest: String,
+    /// Files by path relative to the dependency's root.
+    pub files: BTreeMap<String, String>,
 }
 
 /// Why a module could not be fetched; each says what a user can change.
@@ -152,6 +169,24 @@ pub enum FetchError {
         /// Why.
         reason: String,
     },
+    /// `cue.mod/module.cue` cannot be read, or names a dependency no registry serves.
+    #[error("{url}: cue.mod/module.cue: {reason}")]
+    BadModuleFile {
+        /// The module URL.
+        url: String,
+        /// What is wrong (with a line when it is the syntax).
+        reason: String,
+    },
+    /// A module the module depends on could not be fetched.
+    #[error("dependency {module} {version}: {source}")]
+    Dependency {
+        /// Module path with major version.
+        module: String,
+        /// The version.
+        version: String,
+        /// Why.
+        source: Box<FetchError>,
+    },
     /// The module has no CUE files in the package directory `path`.
     #[error("{url}: no .cue files in package directory {path:?} (cueRef.path)")]
     PackageNotFound {
@@ -166,7 +201,18 @@ impl FetchError {
     /// Worth retrying without a change to the Transform: the API server, registry or Git
     /// server was unreachable, timed out or failed on its side.
     pub fn is_transient(&self) -> bool {
-        matches!(self, FetchError::Kube(_) | FetchError::Network { .. })
+        matches!(
+            self.cause(),
+            FetchError::Kube(_) | FetchError::Network { .. }
+        )
+    }
+
+    /// What went wrong underneath: for a dependency, the failure fetching it.
+    pub fn cause(&self) -> &FetchError {
+        match self {
+            FetchError::Dependency { source, .. } => source.cause(),
+            other => other,
+        }
     }
 }
 
@@ -181,6 +227,8 @@ pub struct SourceConfig {
     /// Connect and read timeout of each request to a registry (Git uses libgit2's own
     /// timeouts: setting them is process-global and unsafe in git2).
     pub timeout: Duration,
+    /// Where the CUE modules a module depends on are fetched from (`CUE_REGISTRY` syntax).
+    pub cue_registry: cue_registry::CueRegistry,
 }
 
 impl Default for SourceConfig {
@@ -189,6 +237,7 @@ impl Default for SourceConfig {
             insecure_registries: Vec::new(),
             cache_dir: None,
             timeout: Duration::from_secs(30),
+            cue_registry: cue_registry::CueRegistry::default(),
         }
     }
 }
@@ -203,7 +252,12 @@ pub struct Sources {
     /// One fetch at a time per local Git repository (libgit2 locks refs; a second writer
     /// would fail rather than wait).
     git_locks: git::Locks,
+    /// The digest behind each dependency version already fetched (`host/repository:tag`).
+    dependency_digests: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
+
+/// Dependency versions whose digest is remembered (a bound, not a working-set size).
+const DEPENDENCY_PINS: usize = 4096;
 
 impl Default for Sources {
     fn default() -> Self {
@@ -219,6 +273,29 @@ impl Sources {
             config,
             http: std::sync::OnceLock::new(),
             git_locks: git::Locks::default(),
+            dependency_digests: std::sync::Mutex::default(),
+        }
+    }
+
+    fn pin_key(location: &cue_registry::Location) -> String {
+        format!("{}/{}:{}", location.host, location.repository, location.tag)
+    }
+
+    /// The digest a dependency version resolved to before, if any.
+    fn pinned_dependency(&self, location: &cue_registry::Location) -> Option<String> {
+        self.dependency_digests
+            .lock()
+            .ok()?
+            .get(&Self::pin_key(location))
+            .cloned()
+    }
+
+    fn pin_dependency(&self, location: &cue_registry::Location, digest: &str) {
+        if let Ok(mut pins) = self.dependency_digests.lock() {
+            if pins.len() >= DEPENDENCY_PINS {
+                pins.clear();
+            }
+            pins.insert(Self::pin_key(location), digest.to_owned());
         }
     }
 
@@ -246,22 +323,77 @@ impl Sources {
         &self.config
     }
 
-    /// Fetches the module a `cueRef` names, reading ConfigMaps and pull secrets in `namespace`.
+    /// Fetches the module a `cueRef` names, reading ConfigMaps and pull secrets in `namespace`,
+    /// and the modules its `cue.mod/module.cue` depends on.
     pub async fn fetch(
         &self,
         client: &Client,
         namespace: &str,
         cue_ref: &CueRef,
     ) -> Result<Fetched, FetchError> {
+        let mut secret = None;
+        let mut fetched = self
+            .fetch_module(client, namespace, cue_ref, &mut secret)
+            .await?;
+        fetched.deps = self.dependencies(&fetched, secret.as_ref()).await?;
+        Ok(fetched)
+    }
+
+    /// The dependencies `fetched` declares, each from the registry `cue_registry` names for
+    /// it. The Transform's pull secret serves them when it has an entry for their registry.
+    async fn dependencies(
+        &self,
+        fetched: &Fetched,
+        secret: Option<&credentials::SecretData>,
+    ) -> Result<Vec<Dependency>, FetchError> {
+        let Some(text) = fetched.files.get("cue.mod/module.cue") else {
+            return Ok(Vec::new());
+        };
+        let bad = |reason: String| FetchError::BadModuleFile {
+            url: fetched.url.clone(),
+            reason,
+        };
+        let module_file = modfile::ModuleFile::parse(text).map_err(bad)?;
+        let mut deps = Vec::with_capacity(module_file.deps.len());
+        for (module, version) in &module_file.deps {
+            let location = self
+                .config
+                .cue_registry
+                .resolve(module, version)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "no registry serves dependency {module} (the operator's CUE registry setting disables its prefix)"
+                    ))
+                })?;
+            let credentials = secret.and_then(|s| s.registry(&location.host).ok());
+            let dependency = oci::dependency(self, module, &location, credentials.as_ref())
+                .await
+                .map_err(|source| FetchError::Dependency {
+                    module: module.clone(),
+                    version: version.clone(),
+                    source: Box::new(source),
+                })?;
+            deps.push(dependency);
+        }
+        Ok(deps)
+    }
+
+    /// The module itself; `secret` keeps the pull secret read on the way, for dependencies.
+    async fn fetch_module(
+        &self,
+        client: &Client,
+        namespace: &str,
+        cue_ref: &CueRef,
+        secret: &mut Option<credentials::SecretData>,
+    ) -> Result<Fetched, FetchError> {
+        if let Some(reference) = &cue_ref.pull_secret_ref {
+            *secret = Some(credentials::read(client, namespace, &reference.name).await?);
+        }
         match cue_ref.source_type {
             SourceType::Oci => {
                 let target = oci::Target::parse(&cue_ref.reference)?;
-                let credentials = match &cue_ref.pull_secret_ref {
-                    Some(secret) => Some(
-                        credentials::read(client, namespace, &secret.name)
-                            .await?
-                            .registry(&target.registry)?,
-                    ),
+                let credentials = match secret.as_ref() {
+                    Some(secret) => Some(secret.registry(&target.registry)?),
                     None => None,
                 };
                 oci::fetch(
@@ -275,10 +407,8 @@ impl Sources {
             }
             SourceType::Git => {
                 let target = git::Target::parse(&cue_ref.reference)?;
-                let auth = match &cue_ref.pull_secret_ref {
-                    Some(secret) => git::GitAuth::from_secret(
-                        &credentials::read(client, namespace, &secret.name).await?,
-                    )?,
+                let auth = match secret.as_ref() {
+                    Some(secret) => git::GitAuth::from_secret(secret)?,
                     None => git::GitAuth::default(),
                 };
                 git::fetch(
@@ -384,6 +514,7 @@ async fn fetch_local(
                 package,
                 url: "inline".into(),
                 version: None,
+                deps: Vec::new(),
             })
         }
         SourceType::Configmap => {
@@ -420,6 +551,7 @@ async fn fetch_local(
                 package,
                 url,
                 version: None,
+                deps: Vec::new(),
             })
         }
         SourceType::Embedded => embedded(&cue_ref.reference, cue_ref.path.as_deref()),
@@ -447,6 +579,7 @@ pub fn embedded(name: &str, path: Option<&str>) -> Result<Fetched, FetchError> {
         package,
         url: format!("embedded://{name}"),
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        deps: Vec::new(),
     })
 }
 

@@ -199,6 +199,7 @@ fn classify(e: OciDistributionError, url: &str, what: &str) -> FetchError {
 /// Built only when needed: a poll answered by the [`Probe`] from the cache never builds one.
 struct LazyClient<'a> {
     sources: &'a Sources,
+    insecure: bool,
     client: std::sync::OnceLock<Client>,
 }
 
@@ -207,9 +208,11 @@ impl LazyClient<'_> {
         self.client.get_or_init(|| {
             crate::install_crypto_provider();
             Client::new(ClientConfig {
-                protocol: ClientProtocol::HttpsExcept(
-                    self.sources.config.insecure_registries.clone(),
-                ),
+                protocol: if self.insecure {
+                    ClientProtocol::Http
+                } else {
+                    ClientProtocol::Https
+                },
                 connect_timeout: Some(self.sources.config.timeout),
                 read_timeout: Some(self.sources.config.timeout),
                 ..ClientConfig::default()
@@ -218,6 +221,7 @@ impl LazyClient<'_> {
     }
 }
 
+/// A module at `target` (resolved by `version`), from the cache or downloaded.
 pub(crate) async fn fetch(
     sources: &Sources,
     target: &Target,
@@ -225,37 +229,20 @@ pub(crate) async fn fetch(
     credentials: Option<Basic>,
     package: String,
 ) -> Result<Fetched, FetchError> {
+    let insecure = sources
+        .config
+        .insecure_registries
+        .contains(&target.registry);
     let url = target.url();
-    let auth = credentials.clone().map_or(RegistryAuth::Anonymous, |b| {
-        RegistryAuth::Basic(b.username, b.password)
-    });
-    let client = LazyClient {
+    let (files, digest, tag) = fetch_files(
         sources,
-        client: std::sync::OnceLock::new(),
-    };
-    let probe = Probe {
-        http: sources.http(),
-        scheme: if sources
-            .config
-            .insecure_registries
-            .contains(&target.registry)
-        {
-            "http"
-        } else {
-            "https"
-        },
-        credentials: credentials.as_ref(),
-    };
-    let (digest, tag) = resolve(&client, &auth, &probe, target, version, &url).await?;
-
-    let files = if let Some(files) = sources.cache.get(&digest).await {
-        tracing::debug!(%url, %digest, "module from the cache");
-        (*files).clone()
-    } else {
-        let files = download(&client, &auth, target, &digest, &url).await?;
-        sources.cache.put(&digest, &files).await;
-        files
-    };
+        target,
+        version,
+        credentials.as_ref(),
+        insecure,
+        &url,
+    )
+    .await?;
     crate::check_package(&files, &package, &url)?;
     Ok(Fetched {
         files,
@@ -263,6 +250,75 @@ pub(crate) async fn fetch(
         digest,
         url,
         version: tag,
+        deps: Vec::new(),
+    })
+}
+
+/// Files, manifest digest and tag of the module at `target`.
+async fn fetch_files(
+    sources: &Sources,
+    target: &Target,
+    version: Option<&str>,
+    credentials: Option<&Basic>,
+    insecure: bool,
+    url: &str,
+) -> Result<(BTreeMap<String, String>, String, Option<String>), FetchError> {
+    let auth = credentials.map_or(RegistryAuth::Anonymous, |b| {
+        RegistryAuth::Basic(b.username.clone(), b.password.clone())
+    });
+    let client = LazyClient {
+        sources,
+        insecure,
+        client: std::sync::OnceLock::new(),
+    };
+    let probe = Probe {
+        http: sources.http(),
+        scheme: if insecure { "http" } else { "https" },
+        credentials,
+    };
+    let (digest, tag) = resolve(&client, &auth, &probe, target, version, url).await?;
+    let files = if let Some(files) = sources.cache.get(&digest).await {
+        tracing::debug!(%url, %digest, "module from the cache");
+        (*files).clone()
+    } else {
+        let files = download(&client, &auth, target, &digest, url).await?;
+        sources.cache.put(&digest, &files).await;
+        files
+    };
+    Ok((files, digest, tag))
+}
+
+/// A dependency module at its registry location. CUE module versions are immutable, so the
+/// digest behind a version is asked once per process and the files come from the cache.
+pub(crate) async fn dependency(
+    sources: &Sources,
+    module: &str,
+    location: &crate::cue_registry::Location,
+    credentials: Option<&Basic>,
+) -> Result<crate::Dependency, FetchError> {
+    let target = Target {
+        registry: location.host.clone(),
+        repository: location.repository.clone(),
+        tag: None,
+        digest: sources.pinned_dependency(location),
+    };
+    let url = format!("{} (dependency {module})", target.url());
+    let insecure = location.insecure || sources.config.insecure_registries.contains(&location.host);
+    let (files, digest, _) = fetch_files(
+        sources,
+        &target,
+        Some(&location.tag),
+        credentials,
+        insecure,
+        &url,
+    )
+    .await?;
+    sources.pin_dependency(location, &digest);
+    Ok(crate::Dependency {
+        module: module.to_owned(),
+        version: location.tag.clone(),
+        digest,
+        files,
     })
 }
 

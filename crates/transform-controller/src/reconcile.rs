@@ -299,7 +299,15 @@ async fn render(
         digest: fetched.digest.clone(),
         files: fetched.files.clone(),
         package: fetched.package.clone(),
-        deps: Vec::new(),
+        deps: fetched
+            .deps
+            .iter()
+            .map(|dep| pequod_cue::Dependency {
+                module: dep.module.clone(),
+                version: dep.version.clone(),
+                files: dep.files.clone(),
+            })
+            .collect(),
     };
     let hits_before = ctx.engine.stats().memo_hits;
     let started = Instant::now();
@@ -323,13 +331,16 @@ async fn render(
 #[allow(clippy::match_wildcard_for_single_variants)] // new sources' errors start out generic
 fn fetch_reason(error: &pequod_source::FetchError) -> &'static str {
     use pequod_source::FetchError as E;
-    match error {
+    match error.cause() {
         E::Unauthorized { .. } | E::SecretNotFound { .. } | E::BadSecret { .. } => "Unauthorized",
         E::NotFound { .. } | E::ModuleNotFound { .. } | E::UnknownEmbedded { .. } => "NotFound",
         E::NoVersionMatches { .. } => "NoVersionMatches",
         E::Network { .. } | E::Registry { .. } | E::Kube(_) => "NetworkError",
         E::InvalidRef { .. } => "InvalidRef",
-        E::BadArtifact { .. } | E::NoCueFiles { .. } | E::PackageNotFound { .. } => "BadModule",
+        E::BadArtifact { .. }
+        | E::BadModuleFile { .. }
+        | E::NoCueFiles { .. }
+        | E::PackageNotFound { .. } => "BadModule",
         _ => "FetchFailed",
     }
 }
