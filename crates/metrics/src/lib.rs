@@ -17,6 +17,7 @@
 //! | [`pruned(kind)`](Metrics::pruned) | `pequod_prune_total{kind}` |
 //! | [`drifted(policy)`](Metrics::drifted) | `pequod_drift_total{policy}` (`Correct`/`Report`) |
 //! | [`set_leader(is_leader)`](Metrics::set_leader) | `pequod_leader` (0/1) |
+//! | [`observe_source_cache(read)`](Metrics::observe_source_cache) | `pequod_source_cache_{hits,misses,evictions}_total`, `pequod_source_cache_bytes`, `pequod_source_cache_entries`, read from `read()` at each scrape |
 //!
 //! Controller names are constants of the caller (`"transform-controller"`, `"graph-executor"`);
 //! source types are the `cueRef` kinds (`inline`, `configMap`, `embedded`, `oci`, `git`). Label
@@ -37,13 +38,15 @@
 //! assert!(metrics.encode().contains("pequod_reconcile_total{controller=\"transform-controller\",result=\"success\"} 1"));
 //! ```
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -136,6 +139,86 @@ struct PolicyLabel {
     policy: String,
 }
 
+/// What the module cache (`pequod_source::CacheStats`) reports, read at each scrape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceCacheStats {
+    /// Lookups answered since start.
+    pub hits: u64,
+    /// Lookups not answered since start.
+    pub misses: u64,
+    /// Entries removed for the byte bound or the TTL since start.
+    pub evictions: u64,
+    /// Entries held now.
+    pub entries: u64,
+    /// Bytes held now.
+    pub bytes: u64,
+}
+
+/// Reads the module cache's numbers.
+type ReadSourceCache = Box<dyn Fn() -> SourceCacheStats + Send + Sync>;
+
+/// The `pequod_source_cache_*` families: nothing until a reader is set, then its numbers at
+/// each scrape.
+#[derive(Default)]
+struct SourceCacheCollector {
+    read: Mutex<Option<ReadSourceCache>>,
+}
+
+impl std::fmt::Debug for SourceCacheCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceCacheCollector")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for SourceCacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = match &*self.read.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(read) => read(),
+            None => return Ok(()),
+        };
+        for (name, help, value) in [
+            (
+                "source_cache_hits",
+                "Module cache lookups answered",
+                stats.hits,
+            ),
+            (
+                "source_cache_misses",
+                "Module cache lookups not answered (absent, expired or failing verification)",
+                stats.misses,
+            ),
+            (
+                "source_cache_evictions",
+                "Module cache entries removed for the byte bound or the TTL",
+                stats.evictions,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let bytes = ConstGauge::new(stats.bytes);
+        bytes.encode(encoder.encode_descriptor(
+            "source_cache",
+            "Bytes the module cache holds (on disk; in memory without a cache directory)",
+            Some(&Unit::Bytes),
+            bytes.metric_type(),
+        )?)?;
+        let entries = ConstGauge::new(stats.entries);
+        entries.encode(encoder.encode_descriptor(
+            "source_cache_entries",
+            "Modules the module cache holds",
+            None,
+            entries.metric_type(),
+        )?)
+    }
+}
+
 fn success(ok: bool) -> &'static str {
     if ok { "success" } else { "error" }
 }
@@ -162,6 +245,7 @@ pub struct Metrics {
     prune_total: Family<KindLabel, Counter>,
     drift_total: Family<PolicyLabel, Counter>,
     leader: Gauge,
+    source_cache: Arc<SourceCacheCollector>,
 }
 
 impl Default for Metrics {
@@ -189,6 +273,7 @@ impl Metrics {
             prune_total: Family::default(),
             drift_total: Family::default(),
             leader: Gauge::default(),
+            source_cache: Arc::default(),
         };
         metrics.register();
         metrics
@@ -266,6 +351,7 @@ impl Metrics {
             "1 while this replica holds the leader lease, else 0",
             self.leader.clone(),
         );
+        r.register_collector(Box::new(self.source_cache.clone()));
     }
 
     /// The OpenMetrics text exposition of every family, ending in `# EOF`.
@@ -394,6 +480,19 @@ impl Metrics {
     /// Whether this replica holds the leader lease.
     pub fn set_leader(&self, is_leader: bool) {
         self.leader.set(i64::from(is_leader));
+    }
+
+    /// Reports the module cache: `read` is called at each scrape (keep it cheap) and replaces
+    /// any earlier reader. Until one is set, the `pequod_source_cache_*` families are absent.
+    pub fn observe_source_cache(
+        &self,
+        read: impl Fn() -> SourceCacheStats + Send + Sync + 'static,
+    ) {
+        *self
+            .source_cache
+            .read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(read));
     }
 }
 
@@ -546,6 +645,37 @@ mod tests {
         has(&text, "pequod_leader 1");
         metrics.set_leader(false);
         has(&metrics.encode(), "pequod_leader 0");
+    }
+
+    #[test]
+    fn source_cache_is_read_at_each_scrape() {
+        let metrics = Metrics::new();
+        assert!(
+            !metrics.encode().contains("source_cache"),
+            "absent until observed"
+        );
+        let stats = Arc::new(Mutex::new(SourceCacheStats::default()));
+        let read = stats.clone();
+        metrics.observe_source_cache(move || *read.lock().expect("lock"));
+        let text = metrics.encode();
+        has(&text, "pequod_source_cache_hits_total 0");
+        has(&text, "# TYPE pequod_source_cache_misses counter");
+        *stats.lock().expect("lock") = SourceCacheStats {
+            hits: 7,
+            misses: 3,
+            evictions: 2,
+            entries: 4,
+            bytes: 4096,
+        };
+        let text = metrics.encode();
+        has(&text, "pequod_source_cache_hits_total 7");
+        has(&text, "pequod_source_cache_misses_total 3");
+        has(&text, "pequod_source_cache_evictions_total 2");
+        has(&text, "# TYPE pequod_source_cache_bytes gauge");
+        has(&text, "# UNIT pequod_source_cache_bytes bytes");
+        has(&text, "pequod_source_cache_bytes 4096");
+        has(&text, "pequod_source_cache_entries 4");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[test]

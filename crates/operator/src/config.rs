@@ -61,6 +61,16 @@ pub struct Args {
     #[arg(long, env = "PEQUOD_SOURCE_CACHE_DIR")]
     pub source_cache_dir: Option<PathBuf>,
 
+    /// Bound on the bytes of that cache on disk; least recently used modules go first (0: no
+    /// bound).
+    #[arg(long, env = "PEQUOD_SOURCE_CACHE_MAX_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub source_cache_max_bytes: u64,
+
+    /// Cached modules unused for this long are removed (e.g. `168h`; `0`: never). Cached
+    /// modules never change: this only keeps the disk clean.
+    #[arg(long, env = "PEQUOD_SOURCE_CACHE_TTL", default_value = "168h", value_parser = parse_duration)]
+    pub source_cache_ttl: Duration,
+
     /// Transforms reconciled in parallel.
     #[arg(long, env = "PEQUOD_TRANSFORM_CONCURRENCY", default_value_t = 8)]
     pub transform_concurrency: u16,
@@ -137,8 +147,11 @@ mod tests {
             "--namespaces=a,b",
             "--leader-elect=false",
             "--cue-timeout=2s",
+            "--source-cache-ttl=24h",
         ])
         .expect("parse");
+        assert_eq!(args.source_cache_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(args.source_cache_max_bytes, 512 * 1024 * 1024);
         assert_eq!(args.namespaces, ["a", "b"]);
         assert!(!args.leader_elect);
         assert_eq!(args.cue_timeout, Duration::from_secs(2));

@@ -203,8 +203,34 @@ fn sources(args: &Args) -> pequod_source::Sources {
     pequod_source::Sources::new(pequod_source::SourceConfig {
         insecure_registries: args.insecure_registries.clone(),
         cache_dir,
+        cache_max_bytes: args.source_cache_max_bytes,
+        cache_ttl: args.source_cache_ttl,
         ..pequod_source::SourceConfig::default()
     })
+}
+
+/// `sources(args)`, reported on /metrics (`pequod_source_cache_*`).
+fn observed_sources(args: &Args, metrics: &Metrics) -> Arc<pequod_source::Sources> {
+    let sources = Arc::new(sources(args));
+    let stats = sources.cache_stats();
+    tracing::info!(
+        entries = stats.entries,
+        bytes = stats.bytes,
+        evicted = stats.evictions,
+        "module cache indexed"
+    );
+    let observed = sources.clone();
+    metrics.observe_source_cache(move || {
+        let stats = observed.cache_stats();
+        pequod_metrics::SourceCacheStats {
+            hits: stats.hits,
+            misses: stats.misses,
+            evictions: stats.evictions,
+            entries: stats.entries,
+            bytes: stats.bytes,
+        }
+    });
+    sources
 }
 
 /// Runs both controllers until `stop`; marks the process ready once both caches are synced.
@@ -219,7 +245,7 @@ async fn run_controllers(parts: &Parts, engine: Engine) -> anyhow::Result<()> {
             default_service_account: args.default_service_account.clone(),
         },
         recorder: Some(Recorder::new(parts.client.clone(), reporter)),
-        sources: Arc::new(sources(args)),
+        sources: observed_sources(args, &parts.metrics),
         metrics: parts.metrics.clone(),
         ..pequod_transform_controller::Context::new(parts.client.clone(), engine)
     });

@@ -22,6 +22,7 @@ use pequod_api::{CueRef, SourceType};
 
 mod archive;
 mod cache;
+pub use cache::CacheStats;
 mod credentials;
 pub mod cue_registry;
 mod git;
@@ -224,6 +225,12 @@ pub struct SourceConfig {
     pub insecure_registries: Vec<String>,
     /// Where fetched modules are kept across restarts (by digest); `None`: memory only.
     pub cache_dir: Option<PathBuf>,
+    /// Bound on the bytes of the module cache on disk; least recently used entries go first
+    /// (0: no bound).
+    pub cache_max_bytes: u64,
+    /// Cached modules unused for this long are removed (zero: never). Entries never change,
+    /// so this only keeps the disk clean of modules nothing uses any more.
+    pub cache_ttl: Duration,
     /// Connect and read timeout of each request to a registry (Git uses libgit2's own
     /// timeouts: setting them is process-global and unsafe in git2).
     pub timeout: Duration,
@@ -236,6 +243,8 @@ impl Default for SourceConfig {
         Self {
             insecure_registries: Vec::new(),
             cache_dir: None,
+            cache_max_bytes: 512 * 1024 * 1024,
+            cache_ttl: Duration::from_secs(7 * 24 * 3600),
             timeout: Duration::from_secs(30),
             cue_registry: cue_registry::CueRegistry::default(),
         }
@@ -269,7 +278,14 @@ impl Sources {
     /// Sources with these settings.
     pub fn new(config: SourceConfig) -> Self {
         Self {
-            cache: cache::Cache::new(config.cache_dir.clone()),
+            cache: cache::Cache::new(
+                config.cache_dir.clone(),
+                cache::Limits {
+                    max_bytes: config.cache_max_bytes,
+                    ttl: config.cache_ttl,
+                    memory_bytes: cache::MEMORY_BYTES,
+                },
+            ),
             config,
             http: std::sync::OnceLock::new(),
             git_locks: git::Locks::default(),
@@ -321,6 +337,11 @@ impl Sources {
     /// The settings.
     pub fn config(&self) -> &SourceConfig {
         &self.config
+    }
+
+    /// The module cache's hits, misses and evictions since start, and what it holds.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Fetches the module a `cueRef` names, reading ConfigMaps and pull secrets in `namespace`,
