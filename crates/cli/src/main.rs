@@ -6,16 +6,20 @@
 //! - `vet <dir>`: schema, policy and graph checks only; `ok` or the problems with positions.
 //! - `graph <dir>`: the DAG with implicit edges and readiness rules, as DOT or Mermaid.
 //! - `diff <dir>`: the rendered objects against a live cluster (server-side apply dry run).
+//! - `publish <dir> <registry/repo:version>`: pushes the module rooted at `<dir>` to an OCI
+//!   registry in CUE's module artifact format, for `cue` and Pequod's OCI source to fetch.
 //!
-//! `<dir>` is the directory of the CUE package (`cue/webservice`); the module root is the
-//! nearest ancestor holding `cue.mod/module.cue`. Exit codes: 0 fine, 1 errors (schema,
-//! evaluation, Error-severity violations, graph problems, cluster errors), 2 usage, 3 `diff
-//! --exit-code` found differences.
+//! For the first four, `<dir>` is the directory of the CUE package (`cue/webservice`); the
+//! module root is the nearest ancestor holding `cue.mod/module.cue`. Exit codes: 0 fine, 1
+//! errors (schema, evaluation, Error-severity violations, graph problems, cluster errors,
+//! module or version checks and registry errors of `publish`), 2 usage, 3 `diff --exit-code`
+//! found differences.
 
 mod diff;
 mod graph;
 mod input;
 mod module;
+mod publish;
 mod render;
 mod textdiff;
 
@@ -28,13 +32,14 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use pequod_cue::Rendered;
 
-/// Render, check and compare Pequod CUE modules locally.
+/// Render, check and compare Pequod CUE modules locally; publish them to OCI registries.
 #[derive(Debug, Parser)]
 #[command(name = "pequod", version, about, max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Print how long the engine start and the evaluation took (stderr).
+    /// Print how long the engine start and the evaluation took, or for publish the zip and
+    /// the push (stderr).
     #[arg(long, global = true)]
     timings: bool,
 }
@@ -83,6 +88,28 @@ enum Command {
         /// Exit with 3 when an object would be created or changed.
         #[arg(long)]
         exit_code: bool,
+    },
+    /// Push a module to an OCI registry in CUE's module format, as `cue mod publish` does.
+    ///
+    /// The module's files (as cue zips them) go to <registry>/<repository>:<version>, for the
+    /// cue command and Pequod's OCI source. The version must be canonical semver (v1.2.3)
+    /// matching the module path's major version (@vN; none means v0). cue looks a module up at
+    /// <registry>/<prefix>/<module path without @vN>, so push there.
+    Publish {
+        /// The module's root directory (holds cue.mod/module.cue).
+        dir: PathBuf,
+        /// Where to push: <registry>/<repository>:<version>, like
+        /// 127.0.0.1:5000/example.com/platform:v0.1.0.
+        reference: String,
+        /// Plain HTTP (default for localhost, 127.0.0.1 and [::1]).
+        #[arg(long)]
+        insecure: bool,
+        /// Registry user (basic auth), with --password.
+        #[arg(long, env = "PEQUOD_REGISTRY_USERNAME")]
+        username: Option<String>,
+        /// Registry password or token, with --username.
+        #[arg(long, env = "PEQUOD_REGISTRY_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
 }
 
@@ -189,6 +216,23 @@ fn run(command: Command, timings: bool) -> anyhow::Result<ExitCode> {
             exit_code,
             timings,
         ),
+        Command::Publish {
+            dir,
+            reference,
+            insecure,
+            username,
+            password,
+        } => {
+            let options = publish::Options {
+                dir,
+                reference,
+                insecure,
+                username,
+                password,
+            };
+            print(&publish::run(&options, timings)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
