@@ -53,6 +53,11 @@ pub struct Args {
     #[arg(long, env = "PEQUOD_CUE_CACHE_DIR")]
     pub cue_cache_dir: Option<PathBuf>,
 
+    /// Where modules find the CUE modules they depend on, in `CUE_REGISTRY` syntax
+    /// (`host[/prefix][+insecure]`, `module/prefix=registry`, `none`); default `registry.cue.works`.
+    #[arg(long, env = "CUE_REGISTRY", default_value = "", value_parser = parse_cue_registry)]
+    pub cue_registry: pequod_source::cue_registry::CueRegistry,
+
     /// Registries (`host:port`) reached over plain HTTP instead of HTTPS (comma-separated).
     #[arg(long, env = "PEQUOD_INSECURE_REGISTRIES", value_delimiter = ',')]
     pub insecure_registries: Vec<String>,
@@ -136,6 +141,11 @@ impl Args {
     }
 }
 
+/// A `CUE_REGISTRY` value, checked when the operator starts.
+fn parse_cue_registry(text: &str) -> Result<pequod_source::cue_registry::CueRegistry, String> {
+    pequod_source::cue_registry::CueRegistry::parse(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +167,9 @@ mod tests {
         assert_eq!(args.cue_timeout, Duration::from_secs(2));
         assert_eq!(args.http_addr.to_string(), "127.0.0.1:8080");
         assert!(Args::try_parse_from(["pequod-operator", "--leader-elect=maybe"]).is_err());
+        assert!(
+            Args::try_parse_from(["pequod-operator", "--cue-registry=a.example+fast"]).is_err(),
+            "a bad CUE registry setting stops the operator at start"
+        );
     }
 }

@@ -202,6 +202,7 @@ fn sources(args: &Args) -> pequod_source::Sources {
     });
     pequod_source::Sources::new(pequod_source::SourceConfig {
         insecure_registries: args.insecure_registries.clone(),
+        cue_registry: args.cue_registry.clone(),
         cache_dir,
         cache_max_bytes: args.source_cache_max_bytes,
         cache_ttl: args.source_cache_ttl,

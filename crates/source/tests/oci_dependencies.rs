@@ -5,13 +5,11 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
 use oci_client::secrets::RegistryAuth;
 use pequod_cue::{Engine, EngineConfig, ModuleSource};
 use pequod_source::cue_registry::CueRegistry;
 use pequod_source::{FetchError, SourceConfig, Sources};
+use pequod_testenv::cue_cli::{self, write_files};
 use pequod_testenv::registry::Registry;
 use serde_json::json;
 use support::{oci_ref, offline_kube_client, publish_cue};
@@ -37,31 +35,6 @@ graph: nodes: [{
 }]
 "#;
 
-fn write(root: &Path, files: &[(&str, &str)]) {
-    for (path, content) in files {
-        let file = root.join(path);
-        std::fs::create_dir_all(file.parent().expect("parent")).expect("dirs");
-        std::fs::write(file, content).expect("write");
-    }
-}
-
-fn cue(dir: &Path, work: &Path, registry: &str, args: &[&str]) -> String {
-    let output = Command::new(pequod_testenv::cue_cli::cue())
-        .args(args)
-        .current_dir(dir)
-        .env("CUE_REGISTRY", registry)
-        .env("CUE_CACHE_DIR", work.join("cue-cache"))
-        .env("HOME", work)
-        .output()
-        .expect("run cue");
-    assert!(
-        output.status.success(),
-        "cue {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn a_dependency_declared_by_cue_mod_tidy_is_fetched_and_evaluated() {
     let registry = Registry::start();
@@ -69,19 +42,19 @@ async fn a_dependency_declared_by_cue_mod_tidy_is_fetched_and_evaluated() {
     let work = std::env::temp_dir().join(pequod_testenv::unique_name("pequod-deps"));
     let lib = work.join("labels");
     let app = work.join("app");
-    write(
+    write_files(
         &lib,
         &[("cue.mod/module.cue", LIB_MODULE), ("labels.cue", LIB)],
     );
-    write(
+    write_files(
         &app,
         &[("cue.mod/module.cue", APP_MODULE), ("app.cue", APP)],
     );
-    cue(&lib, &work, &addr, &["mod", "publish", "v0.1.0"]);
-    cue(&app, &work, &addr, &["mod", "tidy"]);
+    cue_cli::run(&lib, &work, &addr, &["mod", "publish", "v0.1.0"]);
+    cue_cli::run(&app, &work, &addr, &["mod", "tidy"]);
     let tidied = std::fs::read_to_string(app.join("cue.mod/module.cue")).expect("module.cue");
     assert!(tidied.contains("example.com/labels@v0"), "{tidied}");
-    cue(&app, &work, &addr, &["mod", "publish", "v0.2.0"]);
+    cue_cli::run(&app, &work, &addr, &["mod", "publish", "v0.2.0"]);
 
     let sources = Sources::new(SourceConfig {
         insecure_registries: vec![addr.clone()],

@@ -2,7 +2,7 @@
 //! compatibility with what `cue mod publish` pushes. Built once with `go install` through the
 //! Go module proxy into `<cache>/tools/bin` (shared with `cargo xtask bench-cue`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -39,4 +39,36 @@ pub fn cue() -> PathBuf {
         cue
     })
     .clone()
+}
+
+/// Runs `cue args…` in `dir` against the registry `cue_registry` (`CUE_REGISTRY` syntax), with
+/// its cache and home under `work` so nothing outside the test is read or written; returns
+/// stdout. Panics with cue's stderr when it fails.
+pub fn run(dir: &Path, work: &Path, cue_registry: &str, args: &[&str]) -> String {
+    let output = Command::new(cue())
+        .args(args)
+        .current_dir(dir)
+        .env("CUE_REGISTRY", cue_registry)
+        .env("CUE_CACHE_DIR", work.join("cue-cache"))
+        .env("HOME", work)
+        .output()
+        .unwrap_or_else(|e| panic!("running cue {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "cue {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Writes `files` (path relative to `root`, content), creating directories.
+pub fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let file = root.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).expect("create module directories");
+        }
+        std::fs::write(&file, content).expect("write module file");
+    }
 }

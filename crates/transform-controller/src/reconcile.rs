@@ -192,7 +192,18 @@ async fn record_outcome(
             transient,
         } => {
             marks.set(status, types::FETCHED, Status::False, reason, &message);
-            stalled(marks, status, reason, &message);
+            if transient {
+                // Retried with backoff by itself: progressing, not stuck (kstatus).
+                marks.summarize(
+                    status,
+                    Summary::Reconciling {
+                        reason,
+                        message: &message,
+                    },
+                );
+            } else {
+                stalled(marks, status, reason, &message);
+            }
             Ok(transient.then_some(message))
         }
         Outcome::ValuesFailed { message, transient } => {
@@ -233,6 +244,8 @@ async fn record_outcome(
             Ok(transient.then_some(message))
         }
         Outcome::Unchanged => {
+            // Fetched may be False from a failed poll since the last render (registry down).
+            marks.set(status, types::FETCHED, Status::True, "Fetched", "");
             status::summarize_from_graph(marks, status, graph.as_ref());
             Ok(None)
         }
