@@ -4,27 +4,37 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 
-/// Directories that receive the CRD YAML (the Helm chart joins when it exists).
+/// Directories that receive the CRD YAML.
 const CRD_DIRS: &[&str] = &["config/crd"];
 
-pub fn run(root: &Path, check: bool) -> anyhow::Result<()> {
-    let files = pequod_api::crd::render()?;
-    let mut stale = Vec::new();
+/// Every generated file: path relative to the repository root, content.
+fn outputs() -> anyhow::Result<Vec<(String, String)>> {
+    let crds = pequod_api::crd::render()?;
+    let mut outputs = Vec::new();
     for dir in CRD_DIRS {
-        let dir = root.join(dir);
-        for file in &files {
-            let path = dir.join(&file.name);
-            let current = std::fs::read_to_string(&path).unwrap_or_default();
-            if current == file.content {
-                continue;
+        for file in &crds {
+            outputs.push((format!("{dir}/{}", file.name), file.content.clone()));
+        }
+    }
+    Ok(outputs)
+}
+
+pub fn run(root: &Path, check: bool) -> anyhow::Result<()> {
+    let mut stale = Vec::new();
+    for (relative, content) in outputs()? {
+        let path = root.join(&relative);
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current == content {
+            continue;
+        }
+        if check {
+            stale.push(relative);
+        } else {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
             }
-            if check {
-                stale.push(path.display().to_string());
-            } else {
-                std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-                std::fs::write(&path, &file.content).with_context(|| path.display().to_string())?;
-                eprintln!("wrote {}", path.display());
-            }
+            std::fs::write(&path, &content).with_context(|| path.display().to_string())?;
+            eprintln!("wrote {}", path.display());
         }
     }
     if !stale.is_empty() {
