@@ -1,0 +1,1 @@
+//! The Helm chart, installed into the test control plane (being written).

@@ -1,0 +1,1 @@
+//! The docs run as written (being written).
