@@ -16,6 +16,10 @@ fn outputs() -> anyhow::Result<Vec<(String, String)>> {
             outputs.push((format!("{dir}/{}", file.name), file.content.clone()));
         }
     }
+    outputs.push((
+        "docs/reference/api.md".into(),
+        pequod_api::reference::reference_markdown(),
+    ));
     Ok(outputs)
 }
 

@@ -10,6 +10,7 @@ pub mod crd;
 mod digest;
 pub mod duration;
 pub mod events;
+pub mod reference;
 pub mod resource_graph;
 mod schema;
 pub mod transform;
