@@ -10,7 +10,8 @@
 //!   registry in CUE's module artifact format, for `cue` and Pequod's OCI source to fetch.
 //!
 //! For the first four, `<dir>` is the directory of the CUE package (`cue/webservice`); the
-//! module root is the nearest ancestor holding `cue.mod/module.cue`. Exit codes: 0 fine, 1
+//! module root is the nearest ancestor holding `cue.mod/module.cue`; the modules its `deps`
+//! name are fetched from the registries `CUE_REGISTRY` names, as `cue` does. Exit codes: 0 fine, 1
 //! errors (schema, evaluation, Error-severity violations, graph problems, cluster errors,
 //! module or version checks and registry errors of `publish`), 2 usage, 3 `diff --exit-code`
 //! found differences.
@@ -164,7 +165,8 @@ struct Evaluated {
 
 /// Loads, merges and evaluates; `Ok(None)` when the evaluation failed (errors printed).
 fn evaluate(args: &ModuleArgs, timings: bool) -> anyhow::Result<Option<Evaluated>> {
-    let module = module::load(&args.dir)?;
+    let mut module = module::load(&args.dir)?;
+    module::fetch_dependencies(&mut module)?;
     let raw = input::read(args.input.as_deref())?;
     let input = input::with_metadata(raw, args.name.as_deref(), args.namespace.as_deref());
     let (name, namespace) = input::identity(&input);

@@ -78,6 +78,46 @@ pub fn load(package_dir: &Path) -> anyhow::Result<LocalModule> {
     Ok(LocalModule { root, source })
 }
 
+/// Fetches the modules `module` depends on (its `cue.mod/module.cue` deps) from the
+/// registries `CUE_REGISTRY` names, as `cue` does, into Pequod's module cache
+/// (`$PEQUOD_CACHE_DIR/sources`, else `~/.cache/pequod/sources`).
+pub fn fetch_dependencies(module: &mut LocalModule) -> anyhow::Result<()> {
+    let Some(text) = module.source.files.get("cue.mod/module.cue") else {
+        return Ok(());
+    };
+    let declared = pequod_source::modfile::ModuleFile::parse(text).map_err(|e| {
+        anyhow::anyhow!("{}: {e}", module.root.join("cue.mod/module.cue").display())
+    })?;
+    if declared.deps.is_empty() {
+        return Ok(());
+    }
+    let setting = std::env::var("CUE_REGISTRY").unwrap_or_default();
+    let cue_registry = pequod_source::cue_registry::CueRegistry::parse(&setting)
+        .map_err(|e| anyhow::anyhow!("CUE_REGISTRY={setting:?}: {e}"))?;
+    let sources = pequod_source::Sources::new(pequod_source::SourceConfig {
+        cue_registry,
+        cache_dir: pequod_cue::default_cache_dir()
+            .parent()
+            .map(|root| root.join("sources")),
+        ..pequod_source::SourceConfig::default()
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let url = module.root.display().to_string();
+    let deps = runtime.block_on(sources.fetch_dependencies(&module.source.files, &url))?;
+    module.source.deps = deps
+        .into_iter()
+        .map(|dep| pequod_cue::Dependency {
+            module: dep.module,
+            version: dep.version,
+            files: dep.files,
+        })
+        .collect();
+    Ok(())
+}
+
 /// `a/b/../..` → `.` when it is lexically the same directory, for shorter messages.
 fn normalize(path: &Path) -> PathBuf {
     let mut out: Vec<std::path::Component<'_>> = Vec::new();

@@ -112,12 +112,7 @@ impl std::fmt::Display for Target {
 
 /// Hosts cue talks plain HTTP to without `+insecure`.
 fn default_insecure(registry: &str) -> bool {
-    let host = if let Some(rest) = registry.strip_prefix('[') {
-        rest.split_once(']').map_or(rest, |(h, _)| h)
-    } else {
-        registry.split_once(':').map_or(registry, |(h, _)| h)
-    };
-    matches!(host, "localhost" | "127.0.0.1" | "::1")
+    pequod_source::cue_registry::is_loopback(registry)
 }
 
 /// `v1.2.3` (or `v1.2.3-rc.1`) in canonical form: semver with a `v`, no build metadata.
@@ -138,17 +133,11 @@ fn check_version(version: &str) -> anyhow::Result<semver::Version> {
     Ok(parsed)
 }
 
-/// The `module:` string of a `cue.mod/module.cue` (a top-level field with a plain string
-/// literal, as `cue mod init` writes it).
-fn module_path(module_cue: &str) -> Option<String> {
-    module_cue.lines().find_map(|line| {
-        let rest = line.strip_prefix("module")?.trim_start();
-        let rest = rest.strip_prefix(':')?.trim_start();
-        let literal = rest.strip_prefix('"')?;
-        let end = literal.find('"')?;
-        let path = &literal[..end];
-        (!path.contains('\\')).then(|| path.to_owned())
-    })
+/// The `module:` string of a `cue.mod/module.cue`.
+fn module_path(module_cue: &str) -> anyhow::Result<Option<String>> {
+    pequod_source::modfile::ModuleFile::parse(module_cue)
+        .map(|file| file.module)
+        .map_err(|e| anyhow::anyhow!("cue.mod/module.cue: {e}"))
 }
 
 /// cue's rules for a module path without its major version (module.CheckPathWithoutVersion):
@@ -223,7 +212,7 @@ fn load_module(dir: &Path, version: &str) -> anyhow::Result<Module> {
     }
     let file_bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let text = String::from_utf8_lossy(&file_bytes);
-    let path = module_path(&text).with_context(|| {
+    let path = module_path(&text)?.with_context(|| {
         format!(
             "{} declares no module path (a line like module: \"example.com/platform@v0\")",
             file.display()
@@ -636,9 +625,16 @@ mod tests {
     #[test]
     fn the_module_path_comes_from_module_cue() {
         let text = "// comment\nmodule: \"example.com/lib@v1\"\nlanguage: version: \"v0.17.0\"\n";
-        assert_eq!(module_path(text).as_deref(), Some("example.com/lib@v1"));
-        assert_eq!(module_path("language: version: \"v0.17.0\"\n"), None);
-        assert_eq!(module_path("modules: \"x\"\n"), None);
+        assert_eq!(
+            module_path(text).unwrap().as_deref(),
+            Some("example.com/lib@v1")
+        );
+        assert_eq!(
+            module_path("language: version: \"v0.17.0\"\n").unwrap(),
+            None
+        );
+        assert_eq!(module_path("modules: \"x\"\n").unwrap(), None);
+        assert!(module_path("module: \"x\" + y\n").is_err(), "not data");
         assert_eq!(split_major("example.com/lib@v2").unwrap().1, "v2");
         assert_eq!(
             split_major("example.com/lib").unwrap(),

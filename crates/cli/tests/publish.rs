@@ -488,3 +488,68 @@ fn publish_uses_credentials_from_flags_or_the_environment() {
         registry.addr
     )));
 }
+
+#[test]
+fn pequod_render_fetches_dependencies_from_the_cue_registry() {
+    let registry = Registry::start();
+    let scratch = TempDir::new("pequod-render-deps");
+    let hello = scratch.0.join("hello");
+    write_module(&hello, MODULE_CUE);
+    publish(
+        &hello,
+        &format!("{}/example.com/hello:v1.2.0", registry.addr),
+    );
+
+    let app = scratch.0.join("app");
+    write(
+        &app,
+        &[
+            (
+                "cue.mod/module.cue",
+                "module: \"example.com/app@v0\"\nlanguage: version: \"v0.17.0\"\n\
+                 deps: \"example.com/hello@v1\": v: \"v1.2.0\"\n",
+            ),
+            (
+                "app.cue",
+                r#"package app
+
+import "example.com/hello@v1"
+
+input: metadata: {name: string, namespace: string}
+graph: nodes: [{
+	id: "config"
+	object: {
+		apiVersion: "v1"
+		kind:       "ConfigMap"
+		metadata: {name: input.metadata.name, namespace: input.metadata.namespace}
+		data: message: hello.message
+	}
+}]
+"#,
+            ),
+        ],
+    );
+    let app_dir = app.display().to_string();
+    let render = |cue_registry: &str| {
+        pequod(
+            &["render", &app_dir, "--name", "web", "--namespace", "team-a"],
+            // The module cache is content-addressed: the user's own is fine to share.
+            &[("CUE_REGISTRY", cue_registry)],
+        )
+    };
+    let out = render(&registry.addr);
+    assert!(out.status.success(), "render: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("message: hello from pequod"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = render(&format!("{},example.com=none", registry.addr));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no registry serves dependency example.com/hello@v1"),
+        "{}",
+        text(&out.stderr)
+    );
+}

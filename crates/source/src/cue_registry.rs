@@ -160,8 +160,9 @@ fn registry(text: &str) -> Result<Option<Registry>, String> {
     }))
 }
 
-/// `localhost`, `127.0.0.1` and `[::1]`, with or without a port.
-fn is_loopback(host: &str) -> bool {
+/// `localhost`, `127.0.0.1` and `[::1]`, with or without a port: the hosts CUE reaches over
+/// plain HTTP unless told otherwise.
+pub fn is_loopback(host: &str) -> bool {
     let name = if let Some(bracketed) = host.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or_default()
     } else {

@@ -356,22 +356,36 @@ impl Sources {
         let mut fetched = self
             .fetch_module(client, namespace, cue_ref, &mut secret)
             .await?;
-        fetched.deps = self.dependencies(&fetched, secret.as_ref()).await?;
+        fetched.deps = self
+            .dependencies(&fetched.files, &fetched.url, secret.as_ref())
+            .await?;
         Ok(fetched)
     }
 
-    /// The dependencies `fetched` declares, each from the registry `cue_registry` names for
-    /// it. The Transform's pull secret serves them when it has an entry for their registry.
+    /// The modules that the module `files` (fetched from `url`, for messages) declares in its
+    /// `cue.mod/module.cue`, each from the registry the CUE registry setting names for it,
+    /// anonymously. The `pequod` CLI uses it for modules on disk.
+    pub async fn fetch_dependencies(
+        &self,
+        files: &BTreeMap<String, String>,
+        url: &str,
+    ) -> Result<Vec<Dependency>, FetchError> {
+        self.dependencies(files, url, None).await
+    }
+
+    /// [`Sources::fetch_dependencies`]; the Transform's pull secret serves them when it has an
+    /// entry for their registry.
     async fn dependencies(
         &self,
-        fetched: &Fetched,
+        files: &BTreeMap<String, String>,
+        url: &str,
         secret: Option<&credentials::SecretData>,
     ) -> Result<Vec<Dependency>, FetchError> {
-        let Some(text) = fetched.files.get("cue.mod/module.cue") else {
+        let Some(text) = files.get("cue.mod/module.cue") else {
             return Ok(Vec::new());
         };
         let bad = |reason: String| FetchError::BadModuleFile {
-            url: fetched.url.clone(),
+            url: url.to_owned(),
             reason,
         };
         let module_file = modfile::ModuleFile::parse(text).map_err(bad)?;
