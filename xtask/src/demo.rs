@@ -6,6 +6,8 @@
 //! PersistentVolume for the database sample, starts the operator in the background, applies
 //! every file of `config/samples/` and shows the Transforms converge: each one `Ready`, except
 //! the policy-violation sample `miner`, which must stop with `Stalled`/`PolicyViolation`.
+//! The OCI and Git samples render the platform module published to a local registry (with
+//! `pequod publish`) and committed to a local `git daemon` ([`modules`]).
 //! Everything is left running (`cargo xtask demo down` stops it) unless `--once` is given.
 
 use std::io::{IsTerminal as _, Read as _, Write as _};
@@ -22,6 +24,8 @@ use pequod_testenv::{Component, Profile, binaries};
 use serde::Deserialize;
 
 use crate::testenv::{Background, process_running, stop_background, terminate};
+
+mod modules;
 
 /// `cargo xtask demo [--once]`, `cargo xtask demo down`.
 #[derive(Clone, Copy, clap::Args)]
@@ -121,6 +125,7 @@ fn stop(paths: &Paths) -> anyhow::Result<bool> {
         eprintln!("stopping the control plane");
     }
     stop_background(&paths.control_plane)?;
+    modules::Servers::new(&paths.dir).stop();
     std::fs::remove_dir_all(&paths.dir).with_context(|| paths.dir.display().to_string())?;
     Ok(true)
 }
@@ -217,8 +222,8 @@ impl Demo {
 
         // The control plane starts while the operator builds.
         self.control_plane = Some(Background::spawn(Profile::Full, &self.paths.control_plane)?);
-        let operator = step("cargo build -p pequod-operator", || {
-            build_operator(&self.root)
+        let binaries = step("cargo build -p pequod-operator -p pequod-cli", || {
+            build_binaries(&self.root)
         })?;
         let kubeconfig = step("control plane (testenv up --full)", || {
             let control_plane = self.control_plane.as_mut().context("not started")?;
@@ -247,12 +252,32 @@ impl Demo {
             Ok(())
         })?;
 
-        step("operator", || self.start_operator(&operator))?;
+        let servers = modules::Servers::new(&self.paths.dir);
+        let with_registry = modules::Servers::registry_available();
+        step("module registry (pequod publish cue/)", || {
+            if with_registry {
+                servers.start_registry(&self.root, &binaries.pequod)
+            } else {
+                eprintln!(
+                    "    docker-registry is not installed (apt-get install docker-registry): \
+                     the OCI sample is left out"
+                );
+                Ok(())
+            }
+        })?;
+        step("module Git repository (git daemon)", || {
+            servers.start_git(&self.root)
+        })?;
+
+        step("operator", || self.start_operator(&binaries.operator))?;
 
         let applied = Instant::now();
         step("samples (config/samples/)", || {
             let kubectl = self.kubectl()?;
             for sample in samples(&self.root)? {
+                if !with_registry && sample.to_string_lossy().ends_with("-oci.yaml") {
+                    continue;
+                }
                 let path = sample.to_str().context("a non-UTF-8 sample path")?;
                 print_indented(&kubectl.run(&["apply", "-n", NAMESPACE, "-f", path])?);
             }
@@ -272,6 +297,8 @@ impl Demo {
             .arg(binary)
             .args(["--allow-cluster-scoped", "--log-format=text", "--http-addr"])
             .arg(addr.to_string())
+            .arg(format!("--insecure-registries={}", modules::REGISTRY))
+            .arg(format!("--cue-registry={}", modules::REGISTRY))
             .env("KUBECONFIG", &kubeconfig)
             // A log file, not a terminal: no colour codes in it.
             .env("NO_COLOR", "1")
@@ -409,6 +436,7 @@ impl Demo {
              \n  kubectl get tf -n {NAMESPACE}\
              \n  kubectl get tf team-a-dev -n {NAMESPACE} -o jsonpath='{{.status.outputs.url}}'\
              \n  kubectl describe tf {POLICY_SAMPLE} -n {NAMESPACE}    # the policy violations\
+             \n  kubectl get tf shop blog -n {NAMESPACE} -o wide   # from the OCI registry and Git\
              \n\noperator log:  {}\
              \nmetrics:       {metrics}\
              \nstop it with:  cargo xtask demo down",
@@ -465,15 +493,21 @@ fn print_indented(text: &str) {
     }
 }
 
-/// `cargo build -p pequod-operator` in the workspace's target directory; returns the binary.
-fn build_operator(root: &Path) -> anyhow::Result<PathBuf> {
+/// The demo's programs.
+struct Binaries {
+    operator: PathBuf,
+    pequod: PathBuf,
+}
+
+/// `cargo build -p pequod-operator -p pequod-cli` in the workspace's target directory.
+fn build_binaries(root: &Path) -> anyhow::Result<Binaries> {
     #[derive(Deserialize)]
     struct Message {
         reason: String,
         #[serde(default)]
         executable: Option<PathBuf>,
     }
-    // JSON on stdout names the binary wherever the target directory is (CARGO_TARGET_DIR,
+    // JSON on stdout names the binaries wherever the target directory is (CARGO_TARGET_DIR,
     // config); diagnostics and progress still go to the terminal.
     let mut build = crate::nested_cargo();
     let output = build
@@ -482,24 +516,36 @@ fn build_operator(root: &Path) -> anyhow::Result<PathBuf> {
             "build",
             "-p",
             "pequod-operator",
+            "-p",
+            "pequod-cli",
             "--message-format=json-render-diagnostics",
         ])
         .stderr(Stdio::inherit())
         .output()
-        .context("running cargo build -p pequod-operator")?;
+        .context("running cargo build -p pequod-operator -p pequod-cli")?;
     if !output.status.success() {
         bail!(
-            "`cargo build -p pequod-operator` failed ({})",
+            "`cargo build -p pequod-operator -p pequod-cli` failed ({})",
             output.status
         );
     }
-    String::from_utf8_lossy(&output.stdout)
+    let executables: Vec<PathBuf> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<Message>(line).ok())
         .filter(|m| m.reason == "compiler-artifact")
         .filter_map(|m| m.executable)
-        .find(|path| path.file_name().is_some_and(|n| n == "pequod-operator"))
-        .context("cargo did not report the pequod-operator binary")
+        .collect();
+    let find = |name: &str| {
+        executables
+            .iter()
+            .find(|path| path.file_name().is_some_and(|n| n == name))
+            .cloned()
+            .with_context(|| format!("cargo did not report the {name} binary"))
+    };
+    Ok(Binaries {
+        operator: find("pequod-operator")?,
+        pequod: find("pequod")?,
+    })
 }
 
 /// The namespaces and a volume for the database sample's claim: the demo cluster has no storage
