@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 /// Directories that receive the CRD YAML.
-const CRD_DIRS: &[&str] = &["config/crd"];
+const CRD_DIRS: &[&str] = &["config/crd", "charts/pequod/crds"];
 
 /// Every generated file: path relative to the repository root, content.
 fn outputs() -> anyhow::Result<Vec<(String, String)>> {

@@ -19,6 +19,7 @@ pub mod binaries;
 mod certs;
 pub mod cue_cli;
 pub mod git;
+pub mod helm;
 pub mod process;
 pub mod registry;
 
