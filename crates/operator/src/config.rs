@@ -62,6 +62,10 @@ pub struct Args {
     #[arg(long, env = "PEQUOD_INSECURE_REGISTRIES", value_delimiter = ',')]
     pub insecure_registries: Vec<String>,
 
+    /// Connect and read timeout of registry requests and Git connections (e.g. `30s`).
+    #[arg(long, env = "PEQUOD_SOURCE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub source_timeout: Duration,
+
     /// Where fetched OCI/Git modules are cached by digest (default: `~/.cache/pequod/sources`).
     #[arg(long, env = "PEQUOD_SOURCE_CACHE_DIR")]
     pub source_cache_dir: Option<PathBuf>,

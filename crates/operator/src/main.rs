@@ -22,11 +22,26 @@ use pequod_operator::http::{self, Health};
 use pequod_operator::leader::{LeaderElector, LeaseConfig};
 use tokio::sync::{Notify, watch};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args);
-    match run(args).await {
+    // SAFETY: libgit2's timeouts are unsynchronised globals; no other thread exists yet (the
+    // runtime starts below).
+    #[allow(unsafe_code)]
+    unsafe {
+        pequod_source::set_git_timeouts(args.source_timeout, args.source_timeout);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -203,10 +218,10 @@ fn sources(args: &Args) -> pequod_source::Sources {
     pequod_source::Sources::new(pequod_source::SourceConfig {
         insecure_registries: args.insecure_registries.clone(),
         cue_registry: args.cue_registry.clone(),
+        timeout: args.source_timeout,
         cache_dir,
         cache_max_bytes: args.source_cache_max_bytes,
         cache_ttl: args.source_cache_ttl,
-        ..pequod_source::SourceConfig::default()
     })
 }
 

@@ -231,8 +231,8 @@ pub struct SourceConfig {
     /// Cached modules unused for this long are removed (zero: never). Entries never change,
     /// so this only keeps the disk clean of modules nothing uses any more.
     pub cache_ttl: Duration,
-    /// Connect and read timeout of each request to a registry (Git uses libgit2's own
-    /// timeouts: setting them is process-global and unsafe in git2).
+    /// Connect and read timeout of each request to a registry (Git's are process-wide in
+    /// libgit2: see [`set_git_timeouts`]).
     pub timeout: Duration,
     /// Where the CUE modules a module depends on are fetched from (`CUE_REGISTRY` syntax).
     pub cue_registry: cue_registry::CueRegistry,
@@ -498,6 +498,24 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+/// Bounds every Git network operation: libgit2's connect timeout and its timeout for each
+/// read or write on a server connection (git://, http(s); libssh2 keeps its own). Without
+/// them a server that accepts but never answers holds a fetch, and its repository lock,
+/// forever.
+///
+/// # Safety
+/// libgit2 keeps these in unsynchronised process globals: call this once at process start,
+/// before any other thread runs (before the async runtime starts).
+#[allow(unsafe_code)]
+pub unsafe fn set_git_timeouts(connect: Duration, io: Duration) {
+    let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the caller guarantees no other thread exists yet; these setters cannot fail.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis(connect));
+        let _ = git2::opts::set_server_timeout_in_milliseconds(millis(io));
+    }
 }
 
 /// The HTTP clients use rustls without a built-in provider choice; use ring, as kube does.
