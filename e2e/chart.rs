@@ -1,1 +1,960 @@
-//! The Helm chart, installed into the test control plane (being written).
+//! The Helm chart `charts/pequod`, checked with the real `helm` (built once by
+//! `pequod_testenv::helm`): `helm lint --strict` and the values schema, `helm template` with
+//! variants (security context, probes, resources, cache volume, env, RBAC), and `helm install`
+//! into the shared full control plane (kwok marks the pods Running, so no image is pulled),
+//! where the RBAC is checked for real: SubjectAccessReviews for the operator's ServiceAccount
+//! and an impersonated user with the aggregated `edit` role who may write Transforms but not
+//! ResourceGraphs.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use pequod_api::{ResourceGraph, Transform};
+use serde_json::{Value, json};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn chart_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../charts/pequod")
+}
+
+/// Runs `helm args…` (blocking); returns (success, stdout, stderr).
+fn helm(args: &[&str]) -> (bool, String, String) {
+    let output = pequod_testenv::helm::command()
+        .args(args)
+        .output()
+        .expect("run helm");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `helm template <release> charts/pequod --namespace pequod-system <extra…>` as JSON objects.
+fn template(extra: &[&str]) -> Vec<Value> {
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("UTF-8 path");
+    let mut args = vec!["template", "pequod", chart, "--namespace", "pequod-system"];
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = helm(&args);
+    assert!(ok, "helm template {extra:?} failed:\n{stderr}");
+    pequod_testenv::helm::documents(&stdout).expect("helm template writes valid YAML")
+}
+
+/// The rendered object of `kind` named `name` (in `namespace`, when given).
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str, namespace: Option<&str>) -> &'a Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"] == name
+                && namespace.is_none_or(|ns| d["metadata"]["namespace"] == ns)
+        })
+        .unwrap_or_else(|| panic!("no {kind} {name} ({namespace:?}) in:\n{}", names(docs)))
+}
+
+/// `Kind namespace/name` of every object, for messages and counting.
+fn names(docs: &[Value]) -> String {
+    docs.iter()
+        .map(|d| {
+            format!(
+                "{} {}/{}",
+                d["kind"].as_str().unwrap_or("?"),
+                d["metadata"]["namespace"].as_str().unwrap_or(""),
+                d["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn count(docs: &[Value], kind: &str) -> usize {
+    docs.iter().filter(|d| d["kind"] == kind).count()
+}
+
+/// The chart's appVersion, read from Chart.yaml.
+fn app_version() -> String {
+    let text = std::fs::read_to_string(chart_dir().join("Chart.yaml")).expect("Chart.yaml");
+    let chart = pequod_testenv::helm::documents(&text).expect("Chart.yaml is YAML");
+    chart[0]["appVersion"]
+        .as_str()
+        .expect("appVersion is a string")
+        .to_owned()
+}
+
+fn has_rule(rules: &Value, group: &str, resource: &str, verb: &str) -> bool {
+    let holds = |list: &Value, item: &str| {
+        list.as_array()
+            .is_some_and(|l| l.iter().any(|v| v == item || v == "*"))
+    };
+    rules.as_array().is_some_and(|rules| {
+        rules.iter().any(|r| {
+            holds(&r["apiGroups"], group)
+                && holds(&r["resources"], resource)
+                && holds(&r["verbs"], verb)
+        })
+    })
+}
+
+#[test]
+fn helm_lint_passes_strict_and_the_schema_refuses_bad_values() {
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("UTF-8 path");
+    let (ok, stdout, stderr) = helm(&["lint", "--strict", chart]);
+    assert!(ok, "helm lint --strict failed:\n{stdout}\n{stderr}");
+    for (set, complaint) in [
+        ("replicas=two", "/replicas"),
+        ("bogus=1", "'bogus' not allowed"),
+        ("log.format=xml", "/log/format"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("cue.instances=0", "/cue/instances"),
+        ("rbac.clusterScoped=maybe", "/rbac/clusterScoped"),
+    ] {
+        let (ok, stdout, stderr) = helm(&["lint", chart, "--set", set]);
+        assert!(!ok, "helm lint accepted --set {set}:\n{stdout}");
+        let output = format!("{stdout}{stderr}");
+        assert!(
+            output.contains(complaint),
+            "helm lint --set {set} should name {complaint}:\n{output}"
+        );
+        let (ok, _, stderr) = helm(&["template", "pequod", chart, "--set", set]);
+        assert!(!ok, "helm template accepted --set {set}");
+        assert!(stderr.contains("schema"), "{stderr}");
+    }
+    let (ok, _, stderr) = helm(&[
+        "template",
+        "pequod",
+        chart,
+        "--set",
+        "rbac.clusterScoped=false",
+    ]);
+    assert!(
+        !ok && stderr.contains("needs watchNamespaces"),
+        "namespaced RBAC without namespaces is refused: {stderr}"
+    );
+}
+
+/// The operator Deployment with default values: hardened, probed, derived limits, cache.
+fn check_default_deployment(docs: &[Value]) {
+    let deployment = find(docs, "Deployment", "pequod", Some("pequod-system"));
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(pod["serviceAccountName"], "pequod");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!("ghcr.io/pequod-dev/pequod-operator:{}", app_version())
+    );
+    let security = &container["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["runAsUser"], 65532);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        container["ports"],
+        json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "http"})
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "http"})
+    );
+    // 256 MiB for the operator + 2 CUE instances × 512 MiB.
+    assert_eq!(container["resources"]["limits"]["memory"], "1280Mi");
+    assert_eq!(container["resources"]["requests"]["memory"], "256Mi");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for arg in [
+        "--http-addr=0.0.0.0:8080",
+        "--leader-elect=true",
+        "--lease-name=pequod",
+        "--cue-memory-mib=512",
+        "--cue-instances=2",
+        "--source-cache-max-bytes=536870912",
+        "--log-format=json",
+        "--allow-cluster-scoped=false",
+    ] {
+        assert!(args.contains(&arg), "{arg} missing from {args:?}");
+    }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--namespaces")),
+        "{args:?}"
+    );
+    let env = &container["env"];
+    assert!(env.as_array().is_some_and(|env| {
+        env.iter().any(|e| e
+        == &json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}))
+    }));
+    assert!(env.as_array().is_some_and(|env| env.iter().any(|e| e
+        == &json!({"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}))));
+    assert!(env.as_array().is_some_and(|env| {
+        env.iter()
+            .any(|e| e == &json!({"name": "PEQUOD_CACHE_DIR", "value": "/var/cache/pequod"}))
+    }));
+    assert!(!env.to_string().contains("CUE_REGISTRY"), "{env}");
+    assert_eq!(
+        container["volumeMounts"],
+        json!([{"name": "cache", "mountPath": "/var/cache/pequod"}, {"name": "tmp", "mountPath": "/tmp"}])
+    );
+    assert_eq!(pod["volumes"][0]["name"], "cache");
+    assert_eq!(pod["volumes"][0]["emptyDir"]["sizeLimit"], "1Gi");
+    assert_eq!(pod["volumes"][1]["name"], "tmp");
+    assert!(pod["volumes"][1]["emptyDir"].is_object());
+}
+
+/// The three RBAC parts with default values: cluster-wide bindings.
+fn check_default_rbac(docs: &[Value]) {
+    let own = &find(docs, "ClusterRole", "pequod", None)["rules"];
+    let g = "platform.pequod.io";
+    for (group, resource, verb) in [
+        (g, "transforms", "watch"),
+        (g, "transforms", "patch"),
+        (g, "transforms/status", "patch"),
+        (g, "transforms/finalizers", "update"),
+        (g, "resourcegraphs", "create"),
+        (g, "resourcegraphs", "delete"),
+        (g, "resourcegraphs/status", "patch"),
+        (g, "resourcegraphs/finalizers", "update"),
+        ("", "secrets", "watch"),
+        ("", "configmaps", "list"),
+        ("events.k8s.io", "events", "create"),
+        ("events.k8s.io", "events", "patch"),
+        ("", "serviceaccounts", "impersonate"),
+    ] {
+        assert!(
+            has_rule(own, group, resource, verb),
+            "{verb} {resource}.{group}: {own}"
+        );
+    }
+    assert!(!has_rule(own, g, "transforms", "create"), "{own}");
+    assert!(!has_rule(own, "", "secrets", "update"), "{own}");
+    let binding = find(docs, "ClusterRoleBinding", "pequod", None);
+    assert_eq!(binding["roleRef"]["name"], "pequod");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "pequod", "namespace": "pequod-system"}])
+    );
+    let lease = &find(
+        docs,
+        "Role",
+        "pequod-leader-election",
+        Some("pequod-system"),
+    )["rules"];
+    assert!(
+        has_rule(lease, "coordination.k8s.io", "leases", "create"),
+        "{lease}"
+    );
+    assert!(
+        has_rule(lease, "coordination.k8s.io", "leases", "update"),
+        "{lease}"
+    );
+    find(
+        docs,
+        "RoleBinding",
+        "pequod-leader-election",
+        Some("pequod-system"),
+    );
+    find(docs, "ServiceAccount", "pequod", Some("pequod-system"));
+
+    let apply = find(docs, "ClusterRole", "pequod-apply", None);
+    assert_eq!(
+        apply["rules"],
+        json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}])
+    );
+    assert_eq!(
+        find(docs, "ClusterRoleBinding", "pequod-apply", None)["roleRef"]["name"],
+        "pequod-apply"
+    );
+    assert_eq!(
+        count(docs, "RoleBinding"),
+        1,
+        "only the Lease's:\n{}",
+        names(docs)
+    );
+
+    check_aggregated_roles(docs);
+}
+
+/// `view` may read Transforms and graphs; `edit` may write Transforms, never graphs.
+fn check_aggregated_roles(docs: &[Value]) {
+    let g = "platform.pequod.io";
+    let view = find(docs, "ClusterRole", "pequod-transform-view", None);
+    let labels = &view["metadata"]["labels"];
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    assert!(has_rule(&view["rules"], g, "resourcegraphs", "get"));
+    assert!(has_rule(&view["rules"], g, "transforms", "watch"));
+    assert!(!has_rule(&view["rules"], g, "transforms", "create"));
+    let edit = find(docs, "ClusterRole", "pequod-transform-edit", None);
+    let labels = &edit["metadata"]["labels"];
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-edit"],
+        "true"
+    );
+    assert_eq!(
+        labels["rbac.authorization.k8s.io/aggregate-to-admin"],
+        "true"
+    );
+    assert!(
+        labels
+            .get("rbac.authorization.k8s.io/aggregate-to-view")
+            .is_none()
+    );
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(has_rule(&edit["rules"], g, "transforms", verb), "{verb}");
+        assert!(
+            !has_rule(&edit["rules"], g, "resourcegraphs", verb),
+            "{verb}"
+        );
+        assert!(
+            !has_rule(&edit["rules"], g, "transforms/status", verb),
+            "{verb}"
+        );
+    }
+}
+
+#[test]
+fn helm_template_renders_a_hardened_deployment_and_separated_rbac() {
+    let docs = template(&[]);
+    check_default_deployment(&docs);
+    check_default_rbac(&docs);
+    let service = find(&docs, "Service", "pequod-metrics", Some("pequod-system"));
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        count(&docs, "PodDisruptionBudget"),
+        0,
+        "one replica: no PDB"
+    );
+    assert_eq!(count(&docs, "ServiceMonitor"), 0);
+}
+
+#[test]
+fn helm_template_variants_pdb_service_monitor_args_and_namespaced_rbac() {
+    // Two replicas: a PDB over the operator pods.
+    let docs = template(&["--set", "replicas=2"]);
+    let pdb = find(
+        &docs,
+        "PodDisruptionBudget",
+        "pequod",
+        Some("pequod-system"),
+    );
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let deployment = find(&docs, "Deployment", "pequod", None);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(pdb["spec"]["selector"], deployment["spec"]["selector"]);
+
+    // The ServiceMonitor scrapes the metrics Service's port.
+    let docs = template(&[
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "serviceMonitor.labels.release=prom",
+    ]);
+    let monitor = find(&docs, "ServiceMonitor", "pequod", Some("pequod-system"));
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prom");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "http");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    let service = find(&docs, "Service", "pequod-metrics", None);
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("labels")
+    {
+        assert_eq!(&service["metadata"]["labels"][key], value, "{key}");
+    }
+
+    // Flags and the derived memory limit follow the values.
+    let docs = template(&[
+        "--set",
+        "cue.instances=4",
+        "--set",
+        "cueRegistry=registry.example/cue+insecure",
+        "--set",
+        "defaultServiceAccount=deployer",
+        "--set",
+        "insecureRegistries={r1:5000,r2:5000}",
+        "--set",
+        "log.format=text",
+        "--set",
+        "image.tag=dev",
+        "--set",
+        "fullnameOverride=pq-x",
+    ]);
+    let container =
+        &find(&docs, "Deployment", "pq-x", None)["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["resources"]["limits"]["memory"], "2304Mi",
+        "256 + 4 × 512"
+    );
+    assert_eq!(container["image"], "ghcr.io/pequod-dev/pequod-operator:dev");
+    let args = container["args"].to_string();
+    for arg in [
+        "--cue-instances=4",
+        "--default-service-account=deployer",
+        "--insecure-registries=r1:5000,r2:5000",
+        "--log-format=text",
+        "--lease-name=pq-x",
+    ] {
+        assert!(args.contains(arg), "{arg} missing from {args}");
+    }
+    assert!(
+        container["env"]
+            .as_array()
+            .expect("env")
+            .contains(&json!({"name": "CUE_REGISTRY", "value": "registry.example/cue+insecure"}))
+    );
+    find(&docs, "ClusterRole", "pq-x-apply", None);
+    let docs = template(&["--set", "resources.limits.memory=3Gi"]);
+    let container =
+        &find(&docs, "Deployment", "pequod", None)["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["resources"]["limits"]["memory"], "3Gi",
+        "an explicit limit wins"
+    );
+
+    check_namespaced_rbac();
+}
+
+/// watchNamespaces set: the apply role is bound per namespace, never cluster-wide.
+fn check_namespaced_rbac() {
+    let docs = template(&[
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+        "--set",
+        "allowNamespaces={shared,team-b}",
+    ]);
+    let args = find(&docs, "Deployment", "pequod", None)["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .to_string();
+    assert!(args.contains("--namespaces=team-a,team-b"), "{args}");
+    assert!(args.contains("--allow-namespaces=shared,team-b"), "{args}");
+    for namespace in ["team-a", "team-b", "shared"] {
+        let binding = find(&docs, "RoleBinding", "pequod-apply", Some(namespace));
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pequod-apply"})
+        );
+        assert_eq!(binding["subjects"][0]["namespace"], "pequod-system");
+    }
+    assert_eq!(
+        count(&docs, "RoleBinding"),
+        4,
+        "three apply + the Lease's:\n{}",
+        names(&docs)
+    );
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRoleBinding" && d["metadata"]["name"] == "pequod-apply"),
+        "no cluster-wide apply binding:\n{}",
+        names(&docs)
+    );
+    // Two watched namespaces: the controllers watch across namespaces, so (a) stays
+    // cluster-wide.
+    find(&docs, "ClusterRoleBinding", "pequod", None);
+
+    // One watched namespace: everything is namespaced.
+    let docs = template(&["--set", "watchNamespaces={team-a}"]);
+    assert_eq!(count(&docs, "ClusterRoleBinding"), 0, "{}", names(&docs));
+    find(&docs, "RoleBinding", "pequod", Some("team-a"));
+    find(&docs, "RoleBinding", "pequod-apply", Some("team-a"));
+
+    // Cluster-scoped objects need the cluster-wide binding.
+    let docs = template(&[
+        "--set",
+        "watchNamespaces={team-a}",
+        "--set",
+        "allowClusterScoped=true",
+    ]);
+    find(&docs, "ClusterRoleBinding", "pequod-apply", None);
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "RoleBinding" && d["metadata"]["name"] == "pequod-apply")
+    );
+
+    // Narrowed rules.
+    let docs = template(&[
+        "--set",
+        "rbac.apply.rules=null",
+        "--set",
+        "defaultServiceAccount=deployer",
+    ]);
+    assert_eq!(
+        find(&docs, "ClusterRole", "pequod-apply", None)["rules"],
+        json!([])
+    );
+}
+
+/// Polls `check` every 500 ms until it returns `Some`, panicking with `what` after `timeout`.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether `user` (with `groups`) may do what `attributes` (a SubjectAccessReview's
+/// `resourceAttributes`) says, as the API server's authorizer answers.
+async fn allowed(client: &Client, user: &str, groups: &[&str], attributes: Value) -> bool {
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {"user": user, "groups": groups, "resourceAttributes": attributes},
+    }))
+    .expect("review");
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview")
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+/// A client that acts as `user` (impersonation by the test's system:masters user).
+fn client_as(user: &str) -> Client {
+    let mut config = support::env().config();
+    config.auth_info.impersonate = Some(user.to_owned());
+    Client::try_from(config).expect("impersonating client")
+}
+
+fn is_forbidden<T: std::fmt::Debug>(result: &Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(status)) if status.code == 403)
+}
+
+fn transform(name: &str) -> Transform {
+    serde_json::from_value(json!({
+        "apiVersion": "platform.pequod.io/v1alpha1",
+        "kind": "Transform",
+        "metadata": {"name": name},
+        "spec": {"cueRef": {"type": "embedded", "ref": "webservice"}, "input": {"image": "nginx"}},
+    }))
+    .expect("Transform")
+}
+
+fn graph(name: &str) -> ResourceGraph {
+    serde_json::from_value(json!({
+        "apiVersion": "platform.pequod.io/v1alpha1",
+        "kind": "ResourceGraph",
+        "metadata": {"name": name},
+        "spec": {
+            "sourceRef": {"apiVersion": "platform.pequod.io/v1alpha1", "kind": "Transform", "name": name},
+            "revision": 1,
+            "renderHash": "0123456789abcdef",
+            "module": {"ref": "webservice", "digest": "sha256:0123456789abcdef"},
+            "nodes": [],
+        },
+    }))
+    .expect("ResourceGraph")
+}
+
+#[tokio::test]
+async fn helm_install_runs_the_operator_with_working_rbac_and_uninstalls() {
+    let (client, ns) = support::namespace("e2e-chart").await;
+    // Cluster-scoped objects are named after the full name: unique per test run.
+    let fullname = ns.clone();
+    let chart = chart_dir();
+    let kubeconfig = support::env()
+        .kubeconfig()
+        .to_str()
+        .expect("UTF-8 path")
+        .to_owned();
+    let install = [
+        "install",
+        "pequod",
+        chart.to_str().expect("UTF-8 path"),
+        "--namespace",
+        &ns,
+        "--kubeconfig",
+        &kubeconfig,
+        "--set",
+        "image.tag=e2e",
+        "--set",
+        &format!("fullnameOverride={fullname}"),
+        "--set",
+        "replicas=2",
+        // Narrowed apply rules, so that what the operator may do besides them shows.
+        "--set-json",
+        r#"rbac.apply.rules=[{"apiGroups":["apps"],"resources":["deployments"],"verbs":["get","list","watch","create","update","patch","delete"]}]"#,
+        "--timeout",
+        "2m",
+    ];
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
+        let install: Vec<String> = install.iter().map(|&s| s.to_owned()).collect();
+        move || helm(&install.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("helm install");
+    assert!(ok, "helm install failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("rollout status deployment/{fullname}")),
+        "NOTES:\n{stdout}"
+    );
+
+    check_installed_objects(&client, &ns, &fullname).await;
+    check_operator_permissions(&client, &ns, &fullname).await;
+    check_edit_and_view_users(&client, &ns).await;
+
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
+        let (ns, kubeconfig) = (ns.clone(), kubeconfig.clone());
+        move || {
+            helm(&[
+                "uninstall",
+                "pequod",
+                "--namespace",
+                &ns,
+                "--kubeconfig",
+                &kubeconfig,
+                "--wait",
+            ])
+        }
+    })
+    .await
+    .expect("helm uninstall");
+    assert!(ok, "helm uninstall failed:\n{stdout}\n{stderr}");
+    let roles = Api::<ClusterRole>::all(client.clone());
+    for name in [
+        fullname.clone(),
+        format!("{fullname}-apply"),
+        format!("{fullname}-transform-edit"),
+    ] {
+        wait_for(&format!("ClusterRole {name} deleted"), MINUTE, || {
+            let roles = roles.clone();
+            let name = name.clone();
+            async move {
+                roles
+                    .get_opt(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+    assert!(
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .get_opt("transforms.platform.pequod.io")
+            .await
+            .expect("get CRD")
+            .is_some(),
+        "Helm never deletes CRDs"
+    );
+}
+
+/// What `helm install` created, and a Deployment that became Available on the kwok node.
+async fn check_installed_objects(client: &Client, ns: &str, fullname: &str) {
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    wait_for(
+        "the operator Deployment Available with 2 ready replicas",
+        2 * MINUTE,
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let status = deployments.get(fullname).await.ok()?.status?;
+                let available = status.conditions?.iter().any(|c| {
+                    c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True")
+                });
+                (available && status.ready_replicas == Some(2)).then_some(())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "Deployment Available {:?} after helm install",
+        started.elapsed()
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/name=pequod"))
+        .await
+        .expect("pods");
+    assert_eq!(pods.items.len(), 2);
+    for pod in &pods.items {
+        let spec = pod.spec.as_ref().expect("spec");
+        let container = &spec.containers[0];
+        let security = container
+            .security_context
+            .as_ref()
+            .expect("securityContext");
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(
+            container.image.as_deref(),
+            Some("ghcr.io/pequod-dev/pequod-operator:e2e")
+        );
+        assert_eq!(spec.service_account_name.as_deref(), Some(fullname));
+        assert_eq!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Running")
+        );
+    }
+    for crd in [
+        "transforms.platform.pequod.io",
+        "resourcegraphs.platform.pequod.io",
+    ] {
+        let crd = Api::<CustomResourceDefinition>::all(client.clone())
+            .get(crd)
+            .await
+            .expect("CRD");
+        let established = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+        assert!(
+            established
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        );
+    }
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .get(fullname)
+        .await
+        .expect("ServiceAccount");
+    let service = Api::<Service>::namespaced(client.clone(), ns)
+        .get(&format!("{fullname}-metrics"))
+        .await
+        .expect("metrics Service");
+    let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
+    assert_eq!(ports[0].port, 8080);
+    for role in ["", "-apply", "-transform-view", "-transform-edit"] {
+        Api::<ClusterRole>::all(client.clone())
+            .get(&format!("{fullname}{role}"))
+            .await
+            .expect("ClusterRole");
+    }
+    for binding in ["", "-apply"] {
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .get(&format!("{fullname}{binding}"))
+            .await
+            .expect("ClusterRoleBinding");
+    }
+    let lease = format!("{fullname}-leader-election");
+    Api::<Role>::namespaced(client.clone(), ns)
+        .get(&lease)
+        .await
+        .expect("Lease Role");
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .get(&lease)
+        .await
+        .expect("Lease RoleBinding");
+    let pdb =
+        Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(client.clone(), ns);
+    pdb.get(fullname).await.expect("two replicas: a PDB");
+}
+
+/// The operator's ServiceAccount, asked of the API server's authorizer.
+async fn check_operator_permissions(client: &Client, ns: &str, fullname: &str) {
+    let user = format!("system:serviceaccount:{ns}:{fullname}");
+    let groups = [
+        "system:serviceaccounts",
+        &format!("system:serviceaccounts:{ns}"),
+        "system:authenticated",
+    ];
+    let g = "platform.pequod.io";
+    for (what, attributes, expected) in [
+        (
+            "create its Lease",
+            json!({"namespace": ns, "verb": "create", "group": "coordination.k8s.io", "resource": "leases"}),
+            true,
+        ),
+        (
+            "update its Lease",
+            json!({"namespace": ns, "verb": "update", "group": "coordination.k8s.io", "resource": "leases", "name": fullname}),
+            true,
+        ),
+        (
+            "update another Lease",
+            json!({"namespace": ns, "verb": "update", "group": "coordination.k8s.io", "resource": "leases", "name": "kube-scheduler"}),
+            false,
+        ),
+        (
+            "create a Lease elsewhere",
+            json!({"namespace": "kube-system", "verb": "create", "group": "coordination.k8s.io", "resource": "leases"}),
+            false,
+        ),
+        (
+            "patch Transform status",
+            json!({"namespace": "team", "verb": "patch", "group": g, "resource": "transforms", "subresource": "status"}),
+            true,
+        ),
+        (
+            "update graph finalizers",
+            json!({"namespace": "team", "verb": "update", "group": g, "resource": "resourcegraphs", "subresource": "finalizers"}),
+            true,
+        ),
+        (
+            "create ResourceGraphs",
+            json!({"namespace": "team", "verb": "create", "group": g, "resource": "resourcegraphs"}),
+            true,
+        ),
+        (
+            "watch Secrets",
+            json!({"verb": "watch", "resource": "secrets"}),
+            true,
+        ),
+        (
+            "create Events",
+            json!({"namespace": "team", "verb": "create", "group": "events.k8s.io", "resource": "events"}),
+            true,
+        ),
+        (
+            "impersonate a ServiceAccount",
+            json!({"namespace": "team", "verb": "impersonate", "resource": "serviceaccounts", "name": "deployer"}),
+            true,
+        ),
+        (
+            "apply a Deployment (pequod-apply)",
+            json!({"namespace": "team", "verb": "patch", "group": "apps", "resource": "deployments"}),
+            true,
+        ),
+        (
+            "write Secrets (not in the narrowed apply rules)",
+            json!({"namespace": "team", "verb": "create", "resource": "secrets"}),
+            false,
+        ),
+        (
+            "write Transforms",
+            json!({"namespace": "team", "verb": "create", "group": g, "resource": "transforms"}),
+            false,
+        ),
+    ] {
+        assert_eq!(
+            allowed(client, &user, &groups, attributes).await,
+            expected,
+            "the operator may {what}: expected {expected}"
+        );
+    }
+}
+
+/// A user with the built-in `edit` role (to which the chart's roles aggregate) writes
+/// Transforms but not ResourceGraphs; a `view` user reads both and writes neither.
+async fn check_edit_and_view_users(client: &Client, ns: &str) {
+    let (alice, bob) = (format!("alice-{ns}"), format!("bob-{ns}"));
+    for (user, role) in [(&alice, "edit"), (&bob, "view")] {
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("{role}-{user}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }))
+        .expect("RoleBinding");
+        Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("create RoleBinding");
+    }
+    let as_alice = Api::<Transform>::namespaced(client_as(&alice), ns);
+    // The controller-manager aggregates the chart's roles into `edit` shortly after install.
+    wait_for("edit to include creating Transforms", MINUTE, || {
+        let as_alice = as_alice.clone();
+        async move {
+            as_alice
+                .create(&PostParams::default(), &transform("by-alice"))
+                .await
+                .ok()
+        }
+    })
+    .await;
+    as_alice
+        .get("by-alice")
+        .await
+        .expect("edit reads Transforms");
+    let patch = Patch::Merge(json!({"spec": {"suspend": true}}));
+    as_alice
+        .patch("by-alice", &PatchParams::default(), &patch)
+        .await
+        .expect("edit patches Transforms");
+    let status = Patch::Merge(json!({"status": {"renderHash": "forged"}}));
+    assert!(is_forbidden(
+        &as_alice
+            .patch_status("by-alice", &PatchParams::default(), &status)
+            .await
+    ));
+
+    let graphs_as_alice = Api::<ResourceGraph>::namespaced(client_as(&alice), ns);
+    assert!(is_forbidden(
+        &graphs_as_alice
+            .create(&PostParams::default(), &graph("forged"))
+            .await
+    ));
+    Api::<ResourceGraph>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &graph("real"))
+        .await
+        .expect("the admin creates a graph");
+    graphs_as_alice
+        .get("real")
+        .await
+        .expect("edit reads ResourceGraphs");
+    let patch = Patch::Merge(json!({"spec": {"revision": 7}}));
+    assert!(is_forbidden(
+        &graphs_as_alice
+            .patch("real", &PatchParams::default(), &patch)
+            .await
+    ));
+    assert!(is_forbidden(
+        &graphs_as_alice
+            .delete("real", &DeleteParams::default())
+            .await
+    ));
+
+    let as_bob = Api::<Transform>::namespaced(client_as(&bob), ns);
+    wait_for("view to include reading Transforms", MINUTE, || {
+        let as_bob = as_bob.clone();
+        async move { as_bob.get("by-alice").await.ok() }
+    })
+    .await;
+    Api::<ResourceGraph>::namespaced(client_as(&bob), ns)
+        .get("real")
+        .await
+        .expect("view reads graphs");
+    assert!(is_forbidden(
+        &as_bob
+            .create(&PostParams::default(), &transform("by-bob"))
+            .await
+    ));
+    assert!(is_forbidden(
+        &as_bob.delete("by-alice", &DeleteParams::default()).await
+    ));
+    Api::<Transform>::namespaced(client.clone(), ns)
+        .delete("by-alice", &DeleteParams::default())
+        .await
+        .expect("clean up");
+}
