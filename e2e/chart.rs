@@ -195,6 +195,7 @@ fn check_default_deployment(docs: &[Value]) {
         "--cue-memory-mib=512",
         "--cue-instances=2",
         "--source-cache-max-bytes=536870912",
+        "--source-timeout=30s",
         "--log-format=json",
         "--allow-cluster-scoped=false",
     ] {
@@ -355,6 +356,62 @@ fn helm_template_renders_a_hardened_deployment_and_separated_rbac() {
         "one replica: no PDB"
     );
     assert_eq!(count(&docs, "ServiceMonitor"), 0);
+}
+
+/// Flags the chart sets through the environment or leaves at the operator's default, and why.
+const FLAGS_NOT_IN_ARGS: &[(&str, &str)] = &[
+    ("--cue-registry", "CUE_REGISTRY env, from cueRegistry"),
+    ("--cue-cache-dir", "PEQUOD_CACHE_DIR env: <cache>/cue"),
+    (
+        "--source-cache-dir",
+        "PEQUOD_CACHE_DIR env: <cache>/sources",
+    ),
+    (
+        "--leader-election-namespace",
+        "POD_NAMESPACE env (downward API)",
+    ),
+    ("--identity", "POD_NAME env (downward API)"),
+    ("--namespaces", "only when watchNamespaces is set"),
+    ("--allow-namespaces", "only when allowNamespaces is set"),
+    (
+        "--default-service-account",
+        "only when defaultServiceAccount is set",
+    ),
+    (
+        "--insecure-registries",
+        "only when insecureRegistries is set",
+    ),
+    ("--help", "not a setting"),
+    ("--version", "not a setting"),
+];
+
+#[test]
+fn every_operator_flag_is_set_by_the_chart_or_deliberately_left_out() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_pequod-operator"))
+        .arg("--help")
+        .output()
+        .expect("pequod-operator --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .filter_map(|l| l.split([' ', '=', '<']).next())
+        .collect();
+    assert!(flags.len() > 20, "parsed flags from --help: {flags:?}");
+    let docs = template(&[]);
+    let args = find(&docs, "Deployment", "pequod", None)["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .to_string();
+    for flag in flags {
+        let flag = format!("--{flag}");
+        let passed = args.contains(&format!("\"{flag}="));
+        let left_out = FLAGS_NOT_IN_ARGS.iter().any(|(f, _)| *f == flag);
+        assert!(
+            passed || left_out,
+            "the operator has {flag} but the chart neither passes it nor explains why not \
+             (add a value in charts/pequod or a FLAGS_NOT_IN_ARGS entry)"
+        );
+    }
 }
 
 #[test]
