@@ -321,3 +321,100 @@ fn sample_paths_are_found_in_prose_links_and_commands() {
         ["config/samples/a-b.yaml", "config/samples/c_d.yaml"]
     );
 }
+
+/// GitHub's anchor of a heading: lowercase, punctuation dropped, spaces to `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks).
+fn anchors(markdown: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut in_code = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && let Some(heading) = line.strip_prefix('#') {
+            out.insert(anchor(heading.trim_start_matches('#')));
+        }
+    }
+    out
+}
+
+/// Relative link targets `](target)` of a Markdown file (outside code blocks).
+fn relative_links(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_code = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        // Inline code is not a link: keep only what lies outside backticks.
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = prose.as_str();
+        while let Some(at) = rest.find("](") {
+            let tail = &rest[at + 2..];
+            let end = tail.find(')').unwrap_or(tail.len());
+            let target = &tail[..end];
+            if !target.contains("://") && !target.starts_with("mailto:") {
+                out.push(target.to_owned());
+            }
+            rest = &tail[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn every_relative_link_and_anchor_in_the_docs_resolves() {
+    let root = repo_root();
+    let mut broken = Vec::new();
+    for file in doc_files(&root) {
+        let text = std::fs::read_to_string(&file).expect("read doc");
+        let dir = file.parent().expect("a directory");
+        for link in relative_links(&text) {
+            let (path, fragment) = link.split_once('#').unwrap_or((link.as_str(), ""));
+            let target = if path.is_empty() {
+                file.clone()
+            } else {
+                dir.join(path)
+            };
+            if !target.exists() {
+                broken.push(format!("{}: {link} (no such file)", file.display()));
+                continue;
+            }
+            let is_markdown = target.extension().is_some_and(|e| e == "md");
+            if !fragment.is_empty() && is_markdown {
+                let headings = anchors(&std::fs::read_to_string(&target).expect("read target"));
+                if !headings.contains(fragment) {
+                    broken.push(format!("{}: {link} (no such heading)", file.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn anchors_follow_github() {
+    assert_eq!(anchor(" `cueRef`: which module"), "cueref-which-module");
+    assert_eq!(
+        anchor(" Testing modules with the `pequod` CLI"),
+        "testing-modules-with-the-pequod-cli"
+    );
+    assert_eq!(anchor(" Logs and health"), "logs-and-health");
+    assert_eq!(
+        relative_links("see [a](b.md#c), [w](https://x.example) and `[x](y)`"),
+        ["b.md#c"]
+    );
+}
