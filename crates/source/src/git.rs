@@ -224,7 +224,8 @@ fn classify(e: &git2::Error, url: &str) -> FetchError {
 
 /// Callbacks that answer credentials once (libgit2 asks again after a refusal) and check SSH
 /// host keys against `known_hosts`.
-fn callbacks(auth: &GitAuth) -> RemoteCallbacks<'_> {
+fn callbacks<'a>(auth: &'a GitAuth, url: &str) -> RemoteCallbacks<'a> {
+    let port = ssh_port(url);
     let mut callbacks = RemoteCallbacks::new();
     let mut asked = 0;
     callbacks.credentials(move |_url, username, allowed| {
@@ -263,7 +264,7 @@ fn callbacks(auth: &GitAuth) -> RemoteCallbacks<'_> {
         let known = auth
             .known_hosts
             .as_deref()
-            .is_some_and(|k| known_hosts_accept(k, host, key));
+            .is_some_and(|k| known_hosts_accept(k, host, port, key));
         if known {
             Ok(CertificateCheckStatus::CertificateOk)
         } else {
@@ -281,23 +282,66 @@ fn host_key_error(host: &str) -> git2::Error {
     )
 }
 
-/// Whether a `known_hosts` text lists `key` for `host` (plain host patterns, `[host]:port`).
-fn known_hosts_accept(known_hosts: &str, host: &str, key: &[u8]) -> bool {
+/// The port of an `ssh://host:port/…` URL (22 when none is written, and for `user@host:path`).
+fn ssh_port(url: &str) -> u16 {
+    url.strip_prefix("ssh://")
+        .and_then(|rest| rest.split('/').next())
+        .map(|authority| authority.rsplit_once('@').map_or(authority, |(_, h)| h))
+        .and_then(|host_port| {
+            let port = if let Some(bracketed) = host_port.strip_prefix('[') {
+                bracketed.split_once("]:").map(|(_, p)| p)
+            } else {
+                host_port.split_once(':').map(|(_, p)| p)
+            };
+            port?.parse().ok()
+        })
+        .unwrap_or(22)
+}
+
+/// Whether a `known_hosts` text lists `key` for `host` at `port`: plain patterns (`host`,
+/// `[host]:port`) and hashed ones (`|1|salt|hash`, as `ssh-keygen -H` writes them).
+fn known_hosts_accept(known_hosts: &str, host: &str, port: u16, key: &[u8]) -> bool {
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+    // OpenSSH names a host on another port than 22 `[host]:port`.
+    let name = if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    };
     known_hosts.lines().any(|line| {
         let mut parts = line.split_whitespace();
         let (Some(hosts), Some(_kind), Some(k)) = (parts.next(), parts.next(), parts.next()) else {
             return false;
         };
         k == encoded
-            && hosts.split(',').any(|h| {
-                h == host
-                    || h.strip_prefix('[')
-                        .and_then(|h| h.split_once("]:"))
-                        .is_some_and(|(h, _)| h == host)
+            && hosts.split(',').any(|pattern| {
+                pattern == name
+                    || (port == 22 && pattern == format!("[{host}]:22"))
+                    || hashed_host_matches(pattern, &name)
             })
     })
+}
+
+/// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`.
+fn hashed_host_matches(pattern: &str, name: &str) -> bool {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let Some(rest) = pattern.strip_prefix("|1|") else {
+        return false;
+    };
+    let Some((salt, hash)) = rest.split_once('|') else {
+        return false;
+    };
+    let engine = base64::engine::general_purpose::STANDARD;
+    let (Ok(salt), Ok(hash)) = (engine.decode(salt), engine.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
 }
 
 /// Where the bare repository caching objects of `url` lives: under the cache directory, or a
@@ -364,7 +408,7 @@ fn list_refs(
     auth: &GitAuth,
 ) -> Result<BTreeMap<String, Oid>, git2::Error> {
     let mut remote = repo.remote_anonymous(url)?;
-    let connection = remote.connect_auth(Direction::Fetch, Some(callbacks(auth)), None)?;
+    let connection = remote.connect_auth(Direction::Fetch, Some(callbacks(auth, url)), None)?;
     let mut refs = BTreeMap::new();
     for head in connection.list()? {
         let name = head.name();
@@ -389,7 +433,7 @@ fn fetch_commit(
     }
     let mut remote = repo.remote_anonymous(url)?;
     let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks(auth));
+    options.remote_callbacks(callbacks(auth, url));
     options.download_tags(git2::AutotagOption::None);
     let refspecs: Vec<String> = match &resolved.refname {
         Some(refname) => {
@@ -403,7 +447,7 @@ fn fetch_commit(
     let result = remote.fetch(&refspecs, Some(&mut options), None);
     if result.is_err() || repo.find_commit(resolved.commit).is_err() {
         let mut options = FetchOptions::new();
-        options.remote_callbacks(callbacks(auth));
+        options.remote_callbacks(callbacks(auth, url));
         options.download_tags(git2::AutotagOption::None);
         remote.fetch(
             &[
@@ -681,14 +725,43 @@ mod tests {
     }
 
     #[test]
-    fn known_hosts_match_host_and_key() {
+    fn known_hosts_match_host_port_and_key() {
         use base64::Engine as _;
         let key = b"key-bytes";
         let encoded = base64::engine::general_purpose::STANDARD.encode(key);
         let known = format!("github.com,[127.0.0.1]:2222 ssh-ed25519 {encoded}\n");
-        assert!(known_hosts_accept(&known, "github.com", key));
-        assert!(known_hosts_accept(&known, "127.0.0.1", key));
-        assert!(!known_hosts_accept(&known, "gitlab.com", key));
-        assert!(!known_hosts_accept(&known, "github.com", b"other"));
+        assert!(known_hosts_accept(&known, "github.com", 22, key));
+        assert!(known_hosts_accept(&known, "127.0.0.1", 2222, key));
+        assert!(
+            !known_hosts_accept(&known, "127.0.0.1", 22, key),
+            "another port"
+        );
+        assert!(!known_hosts_accept(&known, "gitlab.com", 22, key));
+        assert!(!known_hosts_accept(&known, "github.com", 22, b"other"));
+    }
+
+    #[test]
+    fn hashed_known_hosts_entries_match() {
+        use base64::Engine as _;
+        let key = b"key-bytes";
+        let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+        // Salt "0123456789abcdefghij"; hashes by HMAC-SHA1 as `ssh-keygen -H` computes them.
+        let known = format!(
+            "|1|MDEyMzQ1Njc4OWFiY2RlZmdoaWo=|4XKDM3Rddj4Zr5SeQ6VLeII6A5s= ssh-ed25519 {encoded}\n\
+             |1|MDEyMzQ1Njc4OWFiY2RlZmdoaWo=|kjl9J932vxVxCmU2IfKMefPFSKM= ssh-ed25519 {encoded}\n"
+        );
+        assert!(known_hosts_accept(&known, "git.example.com", 22, key));
+        assert!(known_hosts_accept(&known, "127.0.0.1", 2222, key));
+        assert!(!known_hosts_accept(&known, "127.0.0.1", 2223, key));
+        assert!(!known_hosts_accept(&known, "git.example.org", 22, key));
+        assert!(!known_hosts_accept(&known, "git.example.com", 22, b"other"));
+    }
+
+    #[test]
+    fn ssh_ports() {
+        assert_eq!(ssh_port("ssh://git@127.0.0.1:2222/repo.git"), 2222);
+        assert_eq!(ssh_port("ssh://[::1]:2200/repo.git"), 2200);
+        assert_eq!(ssh_port("ssh://git@example.com/repo.git"), 22);
+        assert_eq!(ssh_port("git@example.com:org/repo.git"), 22);
     }
 }

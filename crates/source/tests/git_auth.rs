@@ -134,6 +134,8 @@ async fn ssh_keys_and_known_hosts_from_pull_secrets() {
         &format!("[127.0.0.1]:{}", ssh.addr.rsplit(':').next().unwrap_or("")),
         "[other.example]:22",
     );
+    let hashed = hashed_known_hosts(&ssh.known_hosts);
+    assert!(hashed.starts_with("|1|"), "{hashed}");
     for s in [
         secret(
             "key",
@@ -141,6 +143,10 @@ async fn ssh_keys_and_known_hosts_from_pull_secrets() {
                 ("identity", &ssh.identity),
                 ("known_hosts", &ssh.known_hosts),
             ],
+        ),
+        secret(
+            "hashed",
+            &[("identity", &ssh.identity), ("known_hosts", &hashed)],
         ),
         secret(
             "unknown-host",
@@ -158,10 +164,34 @@ async fn ssh_keys_and_known_hosts_from_pull_secrets() {
         .await
         .unwrap_or_else(|e| panic!("over ssh: {e}"));
     assert_eq!(fetched.package, "web");
+    let sources = Sources::new(SourceConfig::default());
+    sources
+        .fetch(&client, &ns, &git_ref(&url, Some("hashed")))
+        .await
+        .unwrap_or_else(|e| panic!("with a hashed known_hosts (ssh-keygen -H): {e}"));
     for secret in [Some("unknown-host"), None] {
         match sources.fetch(&client, &ns, &git_ref(&url, secret)).await {
             Err(e @ FetchError::Unauthorized { .. }) => assert!(!e.is_transient()),
             other => panic!("{secret:?}: {other:?}"),
         }
     }
+}
+
+/// `known_hosts` with hashed host names, as `ssh-keygen -H` (and `HashKnownHosts yes`) write it.
+fn hashed_known_hosts(plain: &str) -> String {
+    let file = std::env::temp_dir().join(pequod_testenv::unique_name("known-hosts"));
+    std::fs::write(&file, plain).expect("write known_hosts");
+    let status = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("ssh-keygen (openssh-client)");
+    assert!(status.success());
+    let hashed = std::fs::read_to_string(&file).expect("hashed known_hosts");
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(file.with_extension("old"));
+    hashed
 }
