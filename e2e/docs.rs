@@ -160,6 +160,11 @@ async fn the_tutorial_runs_as_written_against_the_local_control_plane() {
         kubectl_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // The samples test installs the CRDs too, in parallel; installing them first (server-side,
+    // idempotent) keeps the tutorial's `kubectl apply` from racing it into AlreadyExists.
+    pequod_testenv::install_crds(&env.client(), &pequod_api::crd::all())
+        .await
+        .expect("CRDs");
     let namespace = pequod_testenv::unique_name("tutorial");
     let log = env.dir().join(format!("operator-{namespace}.log"));
     let started = Instant::now();
