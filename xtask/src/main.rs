@@ -7,6 +7,8 @@
 //! - `cue-guest`: build the CUE guest wasm into `target/cue-guest/guest.wasm`.
 //! - `bench-cue [--iterations N]`: the CUE engine's figures next to native Go and the `cue` CLI.
 //! - `demo [--once]` / `demo down`: control plane, operator and samples, converging on screen.
+//! - `dist guest|operator|rootfs|check`: the container image's build steps (the `Dockerfile`
+//!   calls only these; `test` runs them all).
 
 // A command-line tool: standard output is its interface.
 #![allow(clippy::print_stdout)]
@@ -15,6 +17,7 @@ mod bench_cue;
 mod codegen;
 mod cue_guest;
 mod demo;
+mod dist;
 mod test;
 mod testenv;
 
@@ -48,6 +51,11 @@ enum Command {
     /// Build and start a local control plane and the operator, apply config/samples/ and show
     /// the Transforms converge; leaves it all running (`demo down` stops it) unless --once.
     Demo(demo::Options),
+    /// The container image's build steps; the Dockerfile calls only these, CI runs them all.
+    Dist {
+        #[command(subcommand)]
+        command: dist::Command,
+    },
     /// The local Kubernetes control plane used by tests and demos.
     Testenv {
         #[command(subcommand)]
@@ -94,5 +102,6 @@ fn main() -> anyhow::Result<()> {
         Command::CueGuest => cue_guest::run(&repo_root()),
         Command::BenchCue(options) => bench_cue::run(&repo_root(), options),
         Command::Demo(options) => demo::run(&repo_root(), options),
+        Command::Dist { command } => dist::run(&repo_root(), command),
     }
 }
