@@ -808,8 +808,10 @@ async fn apply_node(
     let name = seen.desired["metadata"]["name"]
         .as_str()
         .unwrap_or_default();
+    let mut adopting = false;
     if let Some(live) = &seen.live {
         let ours = apply::owned_by(live, graph_uid);
+        adopting = !ours && node.apply_policy.mode == ApplyMode::Adopt;
         match node.apply_policy.mode {
             ApplyMode::Create => return Ok(live.clone()),
             ApplyMode::Apply if !ours => {
@@ -820,9 +822,11 @@ async fn apply_node(
             ApplyMode::Apply | ApplyMode::Adopt => {}
         }
     }
-    // Correcting drift takes back fields another manager took from us.
-    let force =
-        node.apply_policy.conflict_policy == ConflictPolicy::Force || !seen.drift.is_empty();
+    // Correcting drift takes back fields another manager took from us; adopting takes over
+    // the fields the previous owner set.
+    let force = node.apply_policy.conflict_policy == ConflictPolicy::Force
+        || !seen.drift.is_empty()
+        || adopting;
     apply::server_side_apply(&api, name, &seen.desired, force, metrics).await.map_err(|e| match e {
         kube::Error::Api(status) if status.code == 409 => format!(
             "conflict with another field manager: {}; set applyPolicy.conflictPolicy Force to take the fields over",

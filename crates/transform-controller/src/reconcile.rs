@@ -3,6 +3,7 @@
 //! touches the last good ResourceGraph.
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -11,8 +12,8 @@ use kube::runtime::controller::Action;
 use kube::{Resource as _, ResourceExt as _};
 use pequod_api::conditions::{self, Status, Summary, types};
 use pequod_api::{
-    GraphModule, HistoryEntry, LocalObjectReference, ResolvedCueRef, ResourceGraph,
-    ResourceGraphSpec, Severity, SourceRef, Transform, TransformStatus, Violation,
+    AdoptRule, ApplyMode, GraphModule, HistoryEntry, LocalObjectReference, ResolvedCueRef,
+    ResourceGraph, ResourceGraphSpec, Severity, SourceRef, Transform, TransformStatus, Violation,
 };
 use pequod_cue::{EvalError, ModuleSource};
 use serde_json::{Value, json};
@@ -61,16 +62,35 @@ pub fn merged_input(transform: &Transform) -> Value {
     values::merge_input(transform, &[]).unwrap_or_else(|_| json!({}))
 }
 
-/// The render hash: what the module rendered from (module digest and the full input).
-fn render_hash(module_digest: &str, input: &Value) -> String {
-    pequod_api::module_digest(
-        &[
-            ("module".to_owned(), module_digest.to_owned()),
-            ("input".to_owned(), input.to_string()),
-        ]
-        .into_iter()
-        .collect(),
-    )
+/// The render hash: what the graph was built from (module digest, the full input and the
+/// adoption rules, which set nodes' apply mode). Without rules it is what it always was.
+fn render_hash(module_digest: &str, input: &Value, adopt: &[AdoptRule]) -> String {
+    let mut parts: std::collections::BTreeMap<String, String> = [
+        ("module".to_owned(), module_digest.to_owned()),
+        ("input".to_owned(), input.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    if !adopt.is_empty() {
+        parts.insert("adopt".into(), json!(adopt).to_string());
+    }
+    pequod_api::module_digest(&parts)
+}
+
+/// `spec.adopt`: a node applied with mode `Apply` whose object a rule names may take over an
+/// existing object that is not Pequod's (mode `Adopt`). `Create` nodes stay as they are.
+fn adopt_mode(node: &mut pequod_api::GraphNode, rules: &[AdoptRule]) {
+    if node.apply_policy.mode != ApplyMode::Apply {
+        return;
+    }
+    let kind = node.object["kind"].as_str().unwrap_or_default();
+    let name = node.object["metadata"]["name"].as_str().unwrap_or_default();
+    let named = |rule: &AdoptRule| {
+        (rule.kind == "*" || rule.kind == kind) && rule.name.as_deref().is_none_or(|n| n == name)
+    };
+    if rules.iter().any(named) {
+        node.apply_policy.mode = ApplyMode::Adopt;
+    }
 }
 
 /// Reconciles one Transform. Suspended Transforms write nothing (deletion still tears down).
@@ -100,7 +120,7 @@ pub async fn reconcile(transform: Arc<Transform>, ctx: Arc<Context>) -> Result<A
         time: now(),
     };
     let (outcome, secrets) = render(&transform, &ctx, &namespace, graph.as_ref(), &old).await;
-    let retry = record_outcome(
+    let next = record_outcome(
         &transform,
         &ctx,
         &marks,
@@ -128,9 +148,14 @@ pub async fn reconcile(transform: Arc<Transform>, ctx: Arc<Context>) -> Result<A
             .await
             .map_err(Error::Status)?;
     }
-    match retry {
+    match next.retry {
         Some(message) => Err(Error::Transient(message)),
-        None => Ok(next_check(&transform).map_or_else(Action::await_change, Action::requeue)),
+        // The next poll of a mutable reference, or the `spec.timeout` deadline if sooner.
+        None => Ok(next_check(&transform)
+            .into_iter()
+            .chain(next.deadline)
+            .min()
+            .map_or_else(Action::await_change, Action::requeue)),
     }
 }
 
@@ -171,8 +196,21 @@ pub fn next_check(transform: &Transform) -> Option<std::time::Duration> {
     Some(interval + interval.mul_f64(f64::from(per_mille) / 10_000.0))
 }
 
-/// Turns the outcome into status (and a graph write); returns a message when the pass should
-/// be retried with backoff (a transient failure).
+/// `spec.timeout` (validated by the CRD's pattern) and its text.
+fn timeout(transform: &Transform) -> Option<(Duration, &str)> {
+    let text = transform.spec.timeout.as_deref()?;
+    let parsed = pequod_api::parse_duration(text).ok()?;
+    (!parsed.is_zero()).then_some((parsed, text))
+}
+
+/// What a pass leads to: a retry with backoff (a transient failure) or a look at the
+/// `spec.timeout` deadline.
+struct Next {
+    retry: Option<String>,
+    deadline: Option<Duration>,
+}
+
+/// Turns the outcome into status (and a graph write); returns what the pass leads to.
 async fn record_outcome(
     transform: &Transform,
     ctx: &Context,
@@ -181,7 +219,7 @@ async fn record_outcome(
     secrets: &[String],
     graph: &mut Option<ResourceGraph>,
     status: &mut TransformStatus,
-) -> Result<Option<String>, Error> {
+) -> Result<Next, Error> {
     let redact = |text: &str| status::redact(text, secrets);
     match outcome {
         // A permanent fetch failure of a mutable reference (a tag not pushed yet) is re-checked
@@ -204,7 +242,10 @@ async fn record_outcome(
             } else {
                 stalled(marks, status, reason, &message);
             }
-            Ok(transient.then_some(message))
+            Ok(Next {
+                retry: transient.then_some(message),
+                deadline: None,
+            })
         }
         Outcome::ValuesFailed { message, transient } => {
             marks.set(status, types::FETCHED, Status::True, "Fetched", "");
@@ -216,7 +257,10 @@ async fn record_outcome(
                 &message,
             );
             stalled(marks, status, "ValuesFromFailed", &message);
-            Ok(transient.then_some(message))
+            Ok(Next {
+                retry: transient.then_some(message),
+                deadline: None,
+            })
         }
         Outcome::Invalid {
             reason,
@@ -241,21 +285,33 @@ async fn record_outcome(
                     ..v
                 })
                 .collect();
-            Ok(transient.then_some(message))
+            Ok(Next {
+                retry: transient.then_some(message),
+                deadline: None,
+            })
         }
         Outcome::Unchanged => {
             // Fetched may be False from a failed poll since the last render (registry down).
             marks.set(status, types::FETCHED, Status::True, "Fetched", "");
-            status::summarize_from_graph(marks, status, graph.as_ref());
-            Ok(None)
+            let deadline =
+                status::summarize_from_graph(marks, status, graph.as_ref(), timeout(transform));
+            Ok(Next {
+                retry: None,
+                deadline,
+            })
         }
         Outcome::Rendered(rendering) => {
             let written =
                 on_rendered(transform, ctx, &rendering, marks, status, graph, secrets).await?;
-            if written {
-                status::summarize_from_graph(marks, status, graph.as_ref());
-            }
-            Ok(None)
+            let deadline = if written {
+                status::summarize_from_graph(marks, status, graph.as_ref(), timeout(transform))
+            } else {
+                None
+            };
+            Ok(Next {
+                retry: None,
+                deadline,
+            })
         }
     }
 }
@@ -304,7 +360,7 @@ async fn render(
             return (outcome, Vec::new());
         }
     };
-    let hash = render_hash(&fetched.digest, &input);
+    let hash = render_hash(&fetched.digest, &input, &transform.spec.adopt);
     if unchanged(transform, ctx, graph, old, &hash) {
         return (Outcome::Unchanged, secrets);
     }
@@ -558,6 +614,7 @@ async fn write_graph(
     let mut nodes = r.rendered.nodes.clone();
     for node in &mut nodes {
         node.apply_policy.deletion_policy = transform.spec.deletion_policy;
+        adopt_mode(node, &transform.spec.adopt);
     }
     let mut graph = ResourceGraph::new(
         &name,

@@ -74,12 +74,24 @@ pub(crate) fn from_graph(graph: Option<&ResourceGraph>) -> (String, String, Summ
         return (ready.reason, message, SummaryKind::Ready);
     }
     // Failed nodes are retried with backoff: the Transform is still reconciling, with their message.
-    let (reason, message) = condition(types::RECONCILING)
+    let (reason, mut message) = condition(types::RECONCILING)
         .or_else(|| condition(types::READY))
         .map_or_else(
             || ("GraphProgressing".into(), "the graph is progressing".into()),
             |c| (c.reason, c.message),
         );
+    // The first failing node says what to do about it (the graph's own message only counts).
+    if let Some(node) = status
+        .nodes
+        .iter()
+        .find(|n| n.phase == NodePhase::Failed && n.message.is_some())
+    {
+        message = format!(
+            "{message}; node {}: {}",
+            node.id,
+            node.message.as_deref().unwrap_or_default()
+        );
+    }
     (reason, message, SummaryKind::Reconciling)
 }
 
@@ -91,13 +103,31 @@ pub(crate) enum SummaryKind {
     Stalled,
 }
 
-/// Writes the summary aggregated from the graph into the Transform's conditions.
+/// Writes the summary aggregated from the graph into the Transform's conditions. With
+/// `spec.timeout`, a graph still not Ready `timeout` after its revision was written (or after
+/// it stopped being Ready) is `Stalled` with reason `Timeout`; until then, returns how long is
+/// left, so the caller looks again at the deadline.
 pub(crate) fn summarize_from_graph(
     marks: &Marks,
     status: &mut TransformStatus,
     graph: Option<&ResourceGraph>,
-) {
-    let (reason, message, kind) = from_graph(graph);
+    timeout: Option<(std::time::Duration, &str)>,
+) -> Option<std::time::Duration> {
+    let (mut reason, mut message, mut kind) = from_graph(graph);
+    let mut left = None;
+    if let (SummaryKind::Reconciling, Some((timeout, written))) = (&kind, timeout) {
+        let elapsed = progressing_for(status, &marks.time);
+        if elapsed >= timeout {
+            message = format!(
+                "not Ready within spec.timeout {written} of the revision being written or of \
+                 becoming unready: {message}"
+            );
+            reason = "Timeout".into();
+            kind = SummaryKind::Stalled;
+        } else {
+            left = Some(timeout.saturating_sub(elapsed));
+        }
+    }
     let summary = match kind {
         SummaryKind::Ready => Summary::Ready {
             reason: &reason,
@@ -113,6 +143,26 @@ pub(crate) fn summarize_from_graph(
         },
     };
     marks.summarize(status, summary);
+    left
+}
+
+/// How long the Transform has been on its way to Ready: since the newest revision was written
+/// or since `Ready` last turned away from `True`, whichever is later (zero when it is `True`).
+fn progressing_for(status: &TransformStatus, now: &Time) -> std::time::Duration {
+    let ready = conditions::find(&status.conditions, types::READY);
+    if ready.is_some_and(|c| c.status == "True") {
+        return std::time::Duration::ZERO;
+    }
+    let since = status
+        .history
+        .first()
+        .map(|h| h.applied_at.0)
+        .into_iter()
+        .chain(ready.map(|c| c.last_transition_time.0))
+        .max();
+    since
+        .and_then(|since| now.0.duration_since(since).try_into().ok())
+        .unwrap_or_default()
 }
 
 /// Node counts (`nodes`, `readyNodes`) from the graph's per-node status.

@@ -384,3 +384,85 @@ async fn a_module_that_cannot_be_fetched_says_why_and_writes_no_graph() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn an_existing_object_needs_an_adopt_rule_and_a_stuck_graph_times_out() {
+    let env = shared(Profile::Minimal);
+    let (client, ns) = env.prepare(&pequod_api::crd::all(), "adopt").await;
+    let ctx = Arc::new(Context::new(client.clone(), engine()));
+    let executor = Arc::new(pequod_graph_executor::Context::new(
+        client.clone(),
+        pequod_graph_executor::Config::default(),
+    ));
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let mut theirs = ConfigMap::default();
+    theirs.metadata.name = Some("legacy".into());
+    theirs.data = Some(BTreeMap::from([("greeting".to_owned(), "old".to_owned())]));
+    config_maps
+        .create(&PostParams::default(), &theirs)
+        .await
+        .expect("someone else's ConfigMap");
+
+    let transforms = Api::<Transform>::namespaced(client.clone(), &ns);
+    let graphs = Api::<ResourceGraph>::namespaced(client.clone(), &ns);
+    let mut legacy = transform(
+        "legacy",
+        cue_ref(SourceType::Inline, CONFIG_MODULE),
+        json!({"greeting": "new"}),
+        Vec::new(),
+    );
+    legacy.spec.timeout = Some("2s".into());
+    transforms
+        .create(&PostParams::default(), &legacy)
+        .await
+        .expect("create");
+    pass(&transforms, "legacy", &ctx).await;
+    for _ in 0..2 {
+        execute(&graphs, "legacy", &executor).await;
+    }
+    let refused = pass(&transforms, "legacy", &ctx).await.expect("transform");
+    let (_, _, message) = condition(&refused, "Reconciling");
+    assert!(message.contains("Adopt"), "{message}");
+
+    // Not Ready within spec.timeout: Stalled, with the graph's own message.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let timed_out = pass(&transforms, "legacy", &ctx).await.expect("transform");
+    let (status, reason, message) = condition(&timed_out, "Stalled");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Timeout"));
+    assert!(
+        message.contains("spec.timeout 2s") && message.contains("Adopt"),
+        "{message}"
+    );
+    assert_eq!(condition(&timed_out, "Ready").0, "False");
+
+    // An adopt rule for the kind: a new revision takes the object over.
+    transforms
+        .patch(
+            "legacy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"adopt": [{"kind": "ConfigMap", "name": "legacy"}]}})),
+        )
+        .await
+        .expect("add the rule");
+    pass(&transforms, "legacy", &ctx).await;
+    let graph = graphs.get("legacy").await.expect("graph");
+    assert_eq!(graph.spec.revision, 2, "the rule changes the graph");
+    assert_eq!(
+        graph.spec.nodes[0].apply_policy.mode,
+        pequod_api::ApplyMode::Adopt
+    );
+    for _ in 0..3 {
+        execute(&graphs, "legacy", &executor).await;
+    }
+    let adopted = pass(&transforms, "legacy", &ctx).await.expect("transform");
+    let (status, _, message) = condition(&adopted, "Ready");
+    assert_eq!(status, "True", "{message}");
+    let live = config_maps.get("legacy").await.expect("ConfigMap");
+    assert_eq!(
+        live.data
+            .unwrap_or_default()
+            .get("greeting")
+            .map(String::as_str),
+        Some("new")
+    );
+}
