@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Pod, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -197,12 +198,13 @@ fn check_default_deployment(docs: &[Value]) {
         "--source-cache-max-bytes=536870912",
         "--source-timeout=30s",
         "--log-format=json",
-        "--allow-cluster-scoped=false",
     ] {
         assert!(args.contains(&arg), "{arg} missing from {args:?}");
     }
     assert!(
-        !args.iter().any(|a| a.starts_with("--namespaces")),
+        !args
+            .iter()
+            .any(|a| a.starts_with("--namespaces") || a.starts_with("--allow-cluster-scoped")),
         "{args:?}"
     );
     let env = &container["env"];
@@ -372,6 +374,10 @@ const FLAGS_NOT_IN_ARGS: &[(&str, &str)] = &[
     ),
     ("--identity", "POD_NAME env (downward API)"),
     ("--namespaces", "only when watchNamespaces is set"),
+    (
+        "--allow-cluster-scoped",
+        "a switch, only when allowClusterScoped is true",
+    ),
     ("--allow-namespaces", "only when allowNamespaces is set"),
     (
         "--default-service-account",
@@ -553,6 +559,14 @@ fn check_namespaced_rbac() {
         "allowClusterScoped=true",
     ]);
     find(&docs, "ClusterRoleBinding", "pequod-apply", None);
+    let args = find(&docs, "Deployment", "pequod", None)["spec"]["template"]["spec"]["containers"]
+        [0]["args"]
+        .clone();
+    assert!(
+        args.as_array()
+            .is_some_and(|a| a.contains(&json!("--allow-cluster-scoped"))),
+        "{args}"
+    );
     assert!(
         !docs
             .iter()
@@ -650,39 +664,26 @@ async fn helm_install_runs_the_operator_with_working_rbac_and_uninstalls() {
     let (client, ns) = support::namespace("e2e-chart").await;
     // Cluster-scoped objects are named after the full name: unique per test run.
     let fullname = ns.clone();
-    let chart = chart_dir();
     let kubeconfig = support::env()
         .kubeconfig()
         .to_str()
         .expect("UTF-8 path")
         .to_owned();
-    let install = [
-        "install",
-        "pequod",
-        chart.to_str().expect("UTF-8 path"),
-        "--namespace",
+    let stdout = helm_install(
         &ns,
-        "--kubeconfig",
-        &kubeconfig,
-        "--set",
-        "image.tag=e2e",
-        "--set",
-        &format!("fullnameOverride={fullname}"),
-        "--set",
-        "replicas=2",
-        // Narrowed apply rules, so that what the operator may do besides them shows.
-        "--set-json",
-        r#"rbac.apply.rules=[{"apiGroups":["apps"],"resources":["deployments"],"verbs":["get","list","watch","create","update","patch","delete"]}]"#,
-        "--timeout",
-        "2m",
-    ];
-    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
-        let install: Vec<String> = install.iter().map(|&s| s.to_owned()).collect();
-        move || helm(&install.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .expect("helm install");
-    assert!(ok, "helm install failed:\n{stdout}\n{stderr}");
+        &[
+            "--set".to_owned(),
+            "image.tag=e2e".to_owned(),
+            "--set".to_owned(),
+            format!("fullnameOverride={fullname}"),
+            "--set".to_owned(),
+            "replicas=2".to_owned(),
+            // Narrowed apply rules, so that what the operator may do besides them shows.
+            "--set-json".to_owned(),
+            r#"rbac.apply.rules=[{"apiGroups":["apps"],"resources":["deployments"],"verbs":["get","list","watch","create","update","patch","delete"]}]"#.to_owned(),
+        ],
+    )
+    .await;
     assert!(
         stdout.contains(&format!("rollout status deployment/{fullname}")),
         "NOTES:\n{stdout}"
@@ -1014,4 +1015,295 @@ async fn check_edit_and_view_users(client: &Client, ns: &str) {
         .delete("by-alice", &DeleteParams::default())
         .await
         .expect("clean up");
+}
+
+/// A kubeconfig for the test API server that authenticates with `token` (a ServiceAccount
+/// token, as the kubelet would mount it in the pod) instead of the admin's.
+fn kubeconfig_with_token(path: &std::path::Path, token: &str) {
+    let admin = std::fs::read_to_string(support::env().kubeconfig()).expect("kubeconfig");
+    let mut replaced = 0;
+    let text: Vec<String> = admin
+        .lines()
+        .map(|line| match line.split_once("token: ") {
+            Some((indent, _)) => {
+                replaced += 1;
+                format!("{indent}token: {token}")
+            }
+            None => line.to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        replaced, 1,
+        "the test kubeconfig has one token line:\n{admin}"
+    );
+    std::fs::write(path, text.join("\n") + "\n").expect("write kubeconfig");
+}
+
+/// A plain HTTP/1.0 GET of `path` on `address`: the status code.
+async fn http_status(address: &str, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response.split(' ').nth(1)?.parse().ok()
+}
+
+/// The resident set of process `pid` in MiB (`VmRSS`).
+fn rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+/// The operator container's args and plain env as the API server stored them from the chart.
+async fn installed_container(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("the chart's Deployment");
+    let spec = deployment.spec.template.spec.expect("pod spec");
+    let container = spec.containers.into_iter().next().expect("container");
+    let env = container
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
+    (container.args.unwrap_or_default(), env)
+}
+
+/// `helm install pequod charts/pequod` into `ns` of the test control plane with `extra`
+/// arguments (`--set …`); panics with Helm's output when it fails, else returns its stdout
+/// (the NOTES).
+async fn helm_install(ns: &str, extra: &[String]) -> String {
+    let chart = chart_dir();
+    let kubeconfig = support::env().kubeconfig().to_str().expect("UTF-8 path");
+    let mut args: Vec<String> = ["install", "pequod", chart.to_str().expect("UTF-8 path")]
+        .into_iter()
+        .chain([
+            "--namespace",
+            ns,
+            "--kubeconfig",
+            kubeconfig,
+            "--timeout",
+            "2m",
+        ])
+        .map(str::to_owned)
+        .collect();
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        helm(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("helm install");
+    assert!(ok, "helm install failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// `pequod-operator` run the way the chart's pod runs it: the Deployment's args and env as
+/// stored by the API server, the ServiceAccount's token, POD_NAME/POD_NAMESPACE. Only the
+/// listen address (a free port here) and the cache (the machine's, where the CUE guest is
+/// already compiled) differ.
+struct ChartOperator {
+    child: tokio::process::Child,
+    address: String,
+    log: PathBuf,
+    pod: String,
+}
+
+impl ChartOperator {
+    async fn start(client: &Client, ns: &str, fullname: &str) -> ChartOperator {
+        let (args, env) = installed_container(client, ns, fullname).await;
+        let token = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+            .create_token_request(fullname, &PostParams::default(), &TokenRequest::default())
+            .await
+            .expect("a token for the operator's ServiceAccount")
+            .status
+            .and_then(|s| s.token)
+            .expect("a token");
+        let kubeconfig = support::env()
+            .dir()
+            .join(format!("{ns}-operator.kubeconfig"));
+        kubeconfig_with_token(&kubeconfig, &token);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| {
+                if a.starts_with("--http-addr=") {
+                    format!("--http-addr={address}")
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let log = support::env().dir().join(format!("operator-{ns}.log"));
+        let pod = format!("{fullname}-pod-0");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pequod-operator"))
+            .args(&args)
+            .envs(
+                env.into_iter()
+                    .filter(|(name, _)| name != "PEQUOD_CACHE_DIR"),
+            )
+            .env("PEQUOD_CACHE_DIR", pequod_testenv::binaries::cache_root())
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAME", &pod)
+            .env("POD_NAMESPACE", ns)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn pequod-operator");
+        let operator = ChartOperator {
+            child,
+            address,
+            log,
+            pod,
+        };
+        let started = Instant::now();
+        let mut operator = operator;
+        while http_status(&operator.address, "/readyz").await != Some(200) {
+            if let Ok(Some(status)) = operator.child.try_wait() {
+                panic!(
+                    "pequod-operator {args:?} exited ({status}):\n{}",
+                    operator.tail()
+                );
+            }
+            assert!(
+                started.elapsed() < 2 * MINUTE,
+                "never ready with {args:?}:\n{}",
+                operator.tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("operator ready {:?} after start", started.elapsed());
+        operator
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// SIGTERM; the exit status.
+    async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().expect("running");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits within 30 s of SIGTERM")
+            .expect("wait");
+        (
+            status,
+            std::fs::read_to_string(&self.log).unwrap_or_default(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn the_operator_converges_a_transform_with_the_chart_s_args_and_namespaced_rbac() {
+    let (client, ns) = support::namespace("e2e-chart-run").await;
+    let fullname = ns.clone();
+    helm_install(
+        &ns,
+        &[
+            "--set".to_owned(),
+            "image.tag=e2e".to_owned(),
+            "--set".to_owned(),
+            format!("fullnameOverride={fullname}"),
+            "--set".to_owned(),
+            format!("watchNamespaces={{{ns}}}"),
+        ],
+    )
+    .await;
+    // One watched namespace: nothing is bound cluster-wide.
+    for name in [fullname.clone(), format!("{fullname}-apply")] {
+        let bindings = Api::<ClusterRoleBinding>::all(client.clone());
+        assert!(
+            bindings.get_opt(&name).await.expect("get").is_none(),
+            "{name}"
+        );
+        Api::<RoleBinding>::namespaced(client.clone(), &ns)
+            .get(&name)
+            .await
+            .expect("RoleBinding");
+    }
+
+    let operator = ChartOperator::start(&client, &ns, &fullname).await;
+    let input = json!({"cueRef": {"type": "embedded", "ref": "webservice"}, "input": support::web_input(1)});
+    support::create_transform(&client, &ns, "web", input).await;
+    let created = Instant::now();
+    if let Err(e) = support::kubectl_wait_ready(&ns, "web", 2 * MINUTE).await {
+        panic!(
+            "the Transform never became Ready as the chart's ServiceAccount: {e}\n{}",
+            operator.tail()
+        );
+    }
+    eprintln!("Transform Ready {:?} after create", created.elapsed());
+    Api::<Service>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .expect("the graph's Service");
+    assert_eq!(
+        lease_holder(&client, &ns, &fullname).await.as_deref(),
+        Some(operator.pod.as_str())
+    );
+    if let Some(rss) = operator.child.id().and_then(rss_mib) {
+        eprintln!("operator RSS {rss} MiB with one Transform converged (chart request: 256Mi)");
+    }
+
+    // A clean stop releases the Lease (an update the Role allows).
+    let (status, log) = operator.terminate().await;
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert_eq!(
+        lease_holder(&client, &ns, &fullname).await,
+        None,
+        "released"
+    );
+    assert!(
+        !log.contains("\"level\":\"ERROR\""),
+        "errors in the log:\n{log}"
+    );
+    // The only refusals: the executor's cluster-wide watches of the kinds the graph manages
+    // (namespaced RBAC; readiness was polled instead, see the chart README).
+    for line in log.lines().filter(|l| l.contains("forbidden")) {
+        assert!(
+            line.contains("at the cluster scope")
+                && ["deployments", "services"].iter().any(|k| line.contains(k)),
+            "an unexpected refusal:\n{line}"
+        );
+    }
+}
+
+/// The holder of the Lease `name`, if anyone holds it.
+async fn lease_holder(client: &Client, namespace: &str, name: &str) -> Option<String> {
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
 }
