@@ -268,7 +268,7 @@ async fn schema_violation_keeps_the_graph(client: &kube::Client, ns: &str, opera
 }
 
 #[tokio::test]
-async fn a_rotated_secret_re_renders_and_suspend_stops_all_writes() {
+async fn a_rotated_secret_re_renders_and_suspend_stops_all_changes() {
     let (client, ns) = namespace("e2e-values").await;
     let operator = Operator::start(&ns, "solo", &[]).await;
     let secret = Secret {
@@ -318,34 +318,11 @@ async fn a_rotated_secret_re_renders_and_suspend_stops_all_writes() {
     )
     .await;
 
-    // Suspended: a change is not rendered, the graph keeps its revision.
+    // Suspended: a change is not rendered and the graph keeps its revision; resumed, it is.
     let transforms = Api::<Transform>::namespaced(client.clone(), &ns);
     let graphs = Api::<ResourceGraph>::namespaced(client.clone(), &ns);
     let revision = graphs.get("web").await.expect("graph").spec.revision;
-    let reconciles =
-        r#"pequod_reconcile_total{controller="transform-controller",result="success"}"#;
-    let before = operator.metric(reconciles).await.unwrap_or_default();
-    transforms
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"suspend": true}})),
-        )
-        .await
-        .expect("suspend");
-    // A suspended Transform writes nothing, status included: wait until the operator has run a
-    // reconcile after the suspend (its cache then holds it), or the rotation below can race it.
-    eventually(
-        "the operator saw the suspend",
-        MINUTE,
-        &[&operator],
-        || async {
-            let after = operator.metric(reconciles).await?;
-            (after > before).then_some(())
-        },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    suspend(&transforms, &graphs, "web", true, &operator).await;
     let three = json!({"stringData": {"values.yaml": "replicas: 3\n"}});
     secrets
         .patch("web-values", &PatchParams::default(), &Patch::Merge(&three))
@@ -356,19 +333,59 @@ async fn a_rotated_secret_re_renders_and_suspend_stops_all_writes() {
         graphs.get("web").await.expect("graph").spec.revision,
         revision
     );
-    assert_eq!(replicas().await, Some(2), "suspended: nothing written");
-
-    transforms
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"suspend": false}})),
-        )
-        .await
-        .expect("resume");
+    assert_eq!(replicas().await, Some(2), "suspended: not rendered");
+    suspend(&transforms, &graphs, "web", false, &operator).await;
     eventually("resumed and applied", MINUTE, &[&operator], || async {
         (replicas().await? == 3).then_some(())
     })
+    .await;
+
+    // Suspended, the executor leaves the objects alone too: a hand edit stays until resumed.
+    suspend(&transforms, &graphs, "web", true, &operator).await;
+    let hand_edit = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..PatchParams::default()
+    };
+    deployments
+        .patch(
+            "web",
+            &hand_edit,
+            &Patch::Merge(&json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .expect("a hand edit");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(replicas().await, Some(5), "suspended: drift not corrected");
+    suspend(&transforms, &graphs, "web", false, &operator).await;
+    eventually("resumed: drift corrected", MINUTE, &[&operator], || async {
+        (replicas().await? == 3).then_some(())
+    })
+    .await;
+}
+
+/// Sets `spec.suspend` and waits until the graph says so (a suspended Transform writes no
+/// status; its graph carries the flag to the executor).
+async fn suspend(
+    transforms: &Api<Transform>,
+    graphs: &Api<ResourceGraph>,
+    name: &str,
+    suspended: bool,
+    operator: &Operator,
+) {
+    transforms
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"suspend": suspended}})),
+        )
+        .await
+        .expect("suspend or resume");
+    eventually(
+        &format!("graph suspend = {suspended}"),
+        MINUTE,
+        &[operator],
+        || async { (graphs.get(name).await.ok()?.spec.suspend == suspended).then_some(()) },
+    )
     .await;
 }
 

@@ -49,6 +49,11 @@ pub struct ResourceGraphSpec {
     #[serde(default)]
     pub drift_policy: DriftPolicy,
 
+    /// The Transform is suspended: the executor leaves the objects as they are (no apply, no
+    /// prune, no drift correction) until it is resumed. Deletion still tears down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+
     /// The objects to apply. Node ids are unique DNS labels.
     #[serde(default)]
     #[schemars(length(max = 1000))]

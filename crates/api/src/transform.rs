@@ -51,8 +51,9 @@ pub struct TransformSpec {
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,
 
-    /// Stop all writes for this Transform: no render, no apply, no prune, no drift correction.
-    /// Deleting a suspended Transform still tears it down.
+    /// Stop all changes for this Transform: no render and no status change; its graph is marked
+    /// suspended, so the executor neither applies, prunes nor corrects drift. Deleting a
+    /// suspended Transform still tears it down.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
 
@@ -115,7 +116,7 @@ pub struct CueRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 
-    /// Semver constraint over the repository's version tags (for example `^1.2`, `>=1.0 <2`);
+    /// Semver constraint over the repository's version tags (for example `^1.2`, `>=1.0, <2`);
     /// the highest matching version is used. Only with type `oci` or `git`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,

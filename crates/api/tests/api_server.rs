@@ -70,6 +70,7 @@ fn graph(name: &str) -> ResourceGraph {
             },
             service_account_name: None,
             drift_policy: pequod_api::DriftPolicy::Correct,
+            suspend: false,
             nodes: vec![node("config", &[]), node("app", &["config"])],
         },
     )

@@ -294,6 +294,7 @@ mod tests {
                 },
                 service_account_name: None,
                 drift_policy: DriftPolicy::Correct,
+                suspend: false,
                 nodes,
             },
         );

@@ -91,6 +91,11 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     if graph.metadata.deletion_timestamp.is_some() {
         return teardown(&graph, &ctx, &graphs, &uid, old_status).await;
     }
+    if graph.spec.suspend {
+        // The Transform is suspended: its objects are left exactly as they are.
+        tracing::debug!(graph = %name, "suspended");
+        return Ok(Action::await_change());
+    }
     let started = Instant::now();
     let (dag, observed) = match validate(&graph, &ctx, &namespace, &owner).await? {
         Ok(valid) => valid,

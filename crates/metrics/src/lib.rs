@@ -20,7 +20,7 @@
 //! | [`observe_source_cache(read)`](Metrics::observe_source_cache) | `pequod_source_cache_{hits,misses,evictions}_total`, `pequod_source_cache_bytes`, `pequod_source_cache_entries`, read from `read()` at each scrape |
 //!
 //! Controller names are constants of the caller (`"transform-controller"`, `"graph-executor"`);
-//! source types are the `cueRef` kinds (`inline`, `configMap`, `embedded`, `oci`, `git`). Label
+//! source types are the `cueRef` kinds (`inline`, `configmap`, `embedded`, `oci`, `git`). Label
 //! values are never user-chosen names except the namespace and name of a graph, whose series
 //! [`Metrics::forget_graph`] removes when the graph is gone, and the kinds of applied objects,
 //! which are bounded by what the API server serves.
@@ -33,7 +33,7 @@
 //! let started = Instant::now();
 //! let result: Result<(), &str> = Ok(());
 //! metrics.reconciled("transform-controller", &result, started.elapsed());
-//! metrics.fetched("configMap", true, started.elapsed());
+//! metrics.fetched("configmap", true, started.elapsed());
 //! metrics.cue_eval(true, started.elapsed(), false);
 //! assert!(metrics.encode().contains("pequod_reconcile_total{controller=\"transform-controller\",result=\"success\"} 1"));
 //! ```
@@ -406,7 +406,7 @@ impl Metrics {
             .inc();
     }
 
-    /// One module fetch from `source_type` (`inline`, `configMap`, `embedded`, `oci`, `git`).
+    /// One module fetch from `source_type` (`inline`, `configmap`, `embedded`, `oci`, `git`).
     pub fn fetched(&self, source_type: &str, ok: bool, duration: Duration) {
         self.fetch_duration
             .get_or_create(&SourceResult {
@@ -554,7 +554,7 @@ mod tests {
         metrics.cue_eval(true, MS, false);
         metrics.cue_eval(true, Duration::from_micros(50), true);
         metrics.cue_eval(false, MS, false);
-        metrics.fetched("configMap", true, MS);
+        metrics.fetched("configmap", true, MS);
         metrics.fetched("oci", false, Duration::from_secs(3));
         let text = metrics.encode();
         has(
@@ -569,7 +569,7 @@ mod tests {
         has(&text, r#"pequod_cue_cache_total{result="miss"} 2"#);
         has(
             &text,
-            r#"pequod_fetch_duration_seconds_count{source_type="configMap",result="success"} 1"#,
+            r#"pequod_fetch_duration_seconds_count{source_type="configmap",result="success"} 1"#,
         );
         has(
             &text,

@@ -102,6 +102,7 @@ pub async fn reconcile(transform: Arc<Transform>, ctx: Arc<Context>) -> Result<A
         return teardown(&transform, &ctx, &namespace).await;
     }
     if transform.spec.suspend {
+        suspend_graph(&transform, &ctx, &namespace).await?;
         return Ok(Action::await_change());
     }
     ensure_finalizer(&transform, &ctx, &namespace).await?;
@@ -478,7 +479,8 @@ fn unchanged(
 /// The graph carries the Transform's current executor settings (which are not part of the
 /// render): ServiceAccount, drift policy and deletion policy.
 fn settings_match(transform: &Transform, ctx: &Context, graph: &ResourceGraph) -> bool {
-    graph.spec.service_account_name == service_account(transform, ctx)
+    !graph.spec.suspend
+        && graph.spec.service_account_name == service_account(transform, ctx)
         && graph.spec.drift_policy == transform.spec.drift_policy
         && graph
             .spec
@@ -632,6 +634,7 @@ async fn write_graph(
             },
             service_account_name: service_account(transform, ctx),
             drift_policy: transform.spec.drift_policy,
+            suspend: false,
             nodes,
         },
     );
@@ -644,6 +647,40 @@ async fn write_graph(
         )
         .await
         .map_err(Error::WriteGraph)
+}
+
+/// Marks the Transform's graph suspended (once), so that the executor stops changing its
+/// objects too; resuming re-renders, and the graph written then is no longer suspended.
+async fn suspend_graph(transform: &Transform, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), namespace);
+    let Some(current) = graphs
+        .get_opt(&transform.name_any())
+        .await
+        .map_err(Error::ReadGraph)?
+    else {
+        return Ok(());
+    };
+    if current.spec.suspend || current.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    // The same apply as a render writes, with the flag: the other fields keep their owner.
+    let mut graph = ResourceGraph::new(
+        &current.name_any(),
+        ResourceGraphSpec {
+            suspend: true,
+            ..current.spec.clone()
+        },
+    );
+    graph.metadata.owner_references = current.metadata.owner_references.clone();
+    graphs
+        .patch(
+            &current.name_any(),
+            &PatchParams::apply(pequod_api::FIELD_MANAGER).force(),
+            &Patch::Apply(&graph),
+        )
+        .await
+        .map_err(Error::WriteGraph)?;
+    Ok(())
 }
 
 /// Adds the Transform's finalizer before anything is written, so that a delete always tears

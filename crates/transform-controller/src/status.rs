@@ -287,6 +287,7 @@ mod tests {
                 },
                 service_account_name: None,
                 drift_policy: pequod_api::DriftPolicy::Correct,
+                suspend: false,
                 nodes: vec![node("a"), node("b")],
             },
         );

@@ -66,6 +66,7 @@ pub fn graph(name: &str, nodes: Vec<GraphNode>) -> ResourceGraph {
             },
             service_account_name: None,
             drift_policy: pequod_api::DriftPolicy::Correct,
+            suspend: false,
             nodes,
         },
     )
