@@ -178,7 +178,8 @@ pub struct ApplyPolicy {
     #[serde(default)]
     pub mode: ApplyMode,
 
-    /// On a field-manager conflict: `Error` fails the node, `Force` takes the fields over.
+    /// On a field-manager conflict: `Error` fails the node, `Force` takes the fields over. On a
+    /// change of an immutable field, `Force` deletes and re-creates the object.
     #[serde(default)]
     pub conflict_policy: ConflictPolicy,
 
@@ -210,7 +211,7 @@ pub enum ConflictPolicy {
     /// Fail the node with the conflict.
     #[default]
     Error,
-    /// Force the apply and take the fields over.
+    /// Force the apply and take the fields over; re-create on an immutable-field change.
     Force,
 }
 

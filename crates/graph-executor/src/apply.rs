@@ -151,3 +151,46 @@ pub async fn server_side_apply(
     metrics.applied(group, version, kind, result.is_ok(), started.elapsed());
     result
 }
+
+/// The API server refused a change of a field that cannot change after creation.
+pub fn is_immutable_change(status: &kube::core::Status) -> bool {
+    (status.code == 422 || status.code == 409) && status.message.contains("immutable")
+}
+
+/// How long a re-creation waits for the old object to be gone (finalizers may hold it).
+const RECREATE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Deletes the object, waits until it is gone, and applies `desired` as a new object.
+pub async fn recreate(
+    api: &Api<DynamicObject>,
+    name: &str,
+    desired: &Value,
+    metrics: &Metrics,
+) -> Result<DynamicObject, kube::Error> {
+    tracing::info!(name, "immutable field changed: re-creating");
+    let params = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Background),
+        ..kube::api::DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(e) => return Err(e),
+    }
+    let started = Instant::now();
+    while api.get_opt(name).await?.is_some() {
+        if started.elapsed() > RECREATE_WAIT {
+            let message = format!(
+                "{name} was deleted to be re-created but is still there after {}s (finalizers?)",
+                RECREATE_WAIT.as_secs()
+            );
+            return Err(kube::Error::Api(
+                kube::core::Status::failure(&message, "Timeout")
+                    .with_code(504)
+                    .boxed(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    server_side_apply(api, name, desired, true, metrics).await
+}

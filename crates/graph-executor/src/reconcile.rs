@@ -832,9 +832,22 @@ async fn apply_node(
     let force = node.apply_policy.conflict_policy == ConflictPolicy::Force
         || !seen.drift.is_empty()
         || adopting;
-    apply::server_side_apply(&api, name, &seen.desired, force, metrics).await.map_err(|e| match e {
+    let forced = node.apply_policy.conflict_policy == ConflictPolicy::Force;
+    let result = match apply::server_side_apply(&api, name, &seen.desired, force, metrics).await {
+        // Immutable fields (a Job's template, an immutable ConfigMap) change only by re-creating
+        // the object, which `Force` allows (as Flux's force does).
+        Err(kube::Error::Api(status)) if forced && apply::is_immutable_change(&status) => {
+            apply::recreate(&api, name, &seen.desired, metrics).await
+        }
+        other => other,
+    };
+    result.map_err(|e| match e {
         kube::Error::Api(status) if status.code == 409 => format!(
             "conflict with another field manager: {}; set applyPolicy.conflictPolicy Force to take the fields over",
+            status.message
+        ),
+        kube::Error::Api(status) if apply::is_immutable_change(&status) => format!(
+            "{}; set applyPolicy.conflictPolicy Force to delete and re-create the object",
             status.message
         ),
         kube::Error::Api(status) => format!("{} ({}): {}", status.reason, status.code, status.message),

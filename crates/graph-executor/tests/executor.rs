@@ -533,6 +533,73 @@ async fn a_conflict_fails_under_error_and_is_taken_over_under_force() {
     );
 }
 
+#[tokio::test]
+async fn an_immutable_change_fails_under_error_and_re_creates_under_force() {
+    let (client, ns, ctx) = setup("immutable").await;
+    let immutable = |data: &str| {
+        let mut object = config_map("frozen", json!({"v": data}));
+        object["immutable"] = json!(true);
+        object
+    };
+    let graphs = create_graph(
+        &client,
+        &ns,
+        "immutable",
+        vec![node("cfg", immutable("one"), &[])],
+    )
+    .await;
+    pass(&graphs, "immutable", &ctx).await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let first = cms.get("frozen").await.expect("created").uid();
+
+    let set_nodes = |policy: ConflictPolicy| {
+        let mut n = node("cfg", immutable("two"), &[]);
+        n.apply_policy.conflict_policy = policy;
+        json!({"spec": {"nodes": [n]}})
+    };
+    graphs
+        .patch(
+            "immutable",
+            &PatchParams::default(),
+            &Patch::Merge(set_nodes(ConflictPolicy::Error)),
+        )
+        .await
+        .expect("update");
+    let (graph, _) = pass(&graphs, "immutable", &ctx).await;
+    assert_eq!(phase_of(&graph, "cfg"), Some(NodePhase::Failed));
+    let message = message_of(&graph, "cfg");
+    assert!(
+        message.contains("immutable") && message.contains("delete and re-create"),
+        "{message}"
+    );
+    assert_eq!(cms.get("frozen").await.expect("cm").uid(), first);
+
+    graphs
+        .patch(
+            "immutable",
+            &PatchParams::default(),
+            &Patch::Merge(set_nodes(ConflictPolicy::Force)),
+        )
+        .await
+        .expect("update");
+    let (graph, _) = pass(&graphs, "immutable", &ctx).await;
+    assert_eq!(
+        phase_of(&graph, "cfg"),
+        Some(NodePhase::Ready),
+        "{}",
+        message_of(&graph, "cfg")
+    );
+    let recreated = cms.get("frozen").await.expect("re-created");
+    assert_ne!(recreated.uid(), first, "a new object");
+    assert_eq!(recreated.data.as_ref().expect("data")["v"], "two");
+    let inventory_uid = graph
+        .status
+        .as_ref()
+        .and_then(|s| s.inventory.iter().find(|e| e.id == "cfg"))
+        .map(|e| e.uid.clone());
+    assert_eq!(inventory_uid.flatten(), recreated.uid());
+}
+
 async fn drive_until_ready(
     graphs: &Api<ResourceGraph>,
     name: &str,
