@@ -193,6 +193,7 @@ pub fn operator(
         guest.display()
     );
     let target_dir = root.join("target/dist/cargo");
+    let guest = content_addressed(&guest, &target_dir.join("guest"))?;
     let args = [
         "build",
         "--locked",
@@ -228,6 +229,26 @@ pub fn operator(
         .with_context(|| format!("copying {} to {}", built.display(), binary.display()))?;
     report(&binary, started)?;
     Ok(binary)
+}
+
+/// A copy of `guest` named by its content. `crates/cue/build.rs` reruns when
+/// `PEQUOD_CUE_GUEST_WASM` changes, not when the file it names does: a new name per content
+/// makes a changed guest rebuild the operator, and an unchanged one not.
+fn content_addressed(guest: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::hash::Hasher as _;
+    let bytes = std::fs::read(guest).with_context(|| guest.display().to_string())?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    hasher.write(&bytes);
+    let copy = dir.join(format!("cue-guest-{:016x}.wasm", hasher.finish()));
+    if !copy.is_file() {
+        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+        // Older copies are stale: keep one.
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        std::fs::write(&copy, &bytes).with_context(|| copy.display().to_string())?;
+    }
+    Ok(copy)
 }
 
 fn is_root() -> bool {
