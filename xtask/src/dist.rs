@@ -15,6 +15,7 @@
 //!   libgcc come from `gcr.io/distroless/cc-debian12`).
 //! - `dist check --rootfs ROOTFS`: that tree checked, and the binary run from it, as 65532
 //!   when we are root.
+//! - `dist ci`: the four with the dev profile into `target/dist/ci` (`cargo xtask test` runs it).
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,8 @@ pub enum Command {
         #[arg(long)]
         rootfs: PathBuf,
     },
+    /// What `cargo xtask test` runs: the four steps with the dev profile into target/dist/ci.
+    Ci,
 }
 
 /// The cargo profile of `dist operator`.
@@ -121,15 +124,37 @@ impl Profile {
 
 pub fn run(root: &Path, command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Guest { out } => guest(root, &out).map(drop),
+        Command::Guest { out } => guest_step(root, &out).map(drop),
         Command::Operator {
             guest,
             out,
             profile,
         } => operator(root, &guest, &out, profile).map(drop),
-        Command::Rootfs { from, out } => rootfs(&from, &out),
+        Command::Rootfs { from, out } => rootfs_step(&from, &out),
         Command::Check { rootfs } => check(&rootfs),
+        Command::Ci => ci(root),
     }
+}
+
+/// The four steps as the Dockerfile runs them, but with the dev profile. Cold on 2 cores the
+/// operator takes ~7 min in dev and ~25 min in release (in its own target directory, see
+/// [`operator`]); the checks are the same, and the Dockerfile test pins `release` there.
+pub fn ci(root: &Path) -> anyhow::Result<()> {
+    let dir = root.join("target/dist/ci");
+    let step = |name: &str, run: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<()> {
+        eprintln!("\n==> dist {name}");
+        let started = Instant::now();
+        run()?;
+        eprintln!("<== dist {name} ({:.1?})", started.elapsed());
+        Ok(())
+    };
+    let (guest, bin, rootfs) = (dir.join("guest"), dir.join("bin"), dir.join("rootfs"));
+    step("guest", &|| guest_step(root, &guest).map(drop))?;
+    step("operator --profile dev", &|| {
+        operator(root, &guest.join("cue-guest.wasm"), &bin, Profile::Dev).map(drop)
+    })?;
+    step("rootfs", &|| rootfs_step(&bin, &rootfs))?;
+    step("check", &|| check(&rootfs))
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -161,7 +186,7 @@ fn report(what: &Path, started: Instant) -> anyhow::Result<()> {
 }
 
 /// `dist guest`: runs the same script as `crates/cue/build.rs` and the Dockerfile's Go stage.
-pub fn guest(root: &Path, out: &Path) -> anyhow::Result<PathBuf> {
+fn guest_step(root: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let started = Instant::now();
     let wasm = absolute(out)?.join("cue-guest.wasm");
     let status = Process::new("bash")
@@ -179,12 +204,7 @@ pub fn guest(root: &Path, out: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `dist operator`: `cargo build` with `PEQUOD_CUE_GUEST_WASM`, in `target/dist/cargo`.
-pub fn operator(
-    root: &Path,
-    guest: &Path,
-    out: &Path,
-    profile: Profile,
-) -> anyhow::Result<PathBuf> {
+fn operator(root: &Path, guest: &Path, out: &Path, profile: Profile) -> anyhow::Result<PathBuf> {
     let started = Instant::now();
     let guest = absolute(guest)?;
     ensure!(
@@ -276,7 +296,7 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
 }
 
 /// `dist rootfs`: the final stage's files, laid out as in the image.
-pub fn rootfs(from: &Path, out: &Path) -> anyhow::Result<()> {
+fn rootfs_step(from: &Path, out: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let source = from.join("pequod-operator");
     ensure!(
@@ -402,7 +422,7 @@ fn newest_glibc(file: &Path) -> anyhow::Result<Option<(u32, u32)>> {
 }
 
 /// `dist check`: the tree, then the binary run from it.
-pub fn check(rootfs: &Path) -> anyhow::Result<()> {
+fn check(rootfs: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let rootfs = absolute(rootfs)?;
     let binary = rootfs.join(BINARY);
@@ -951,6 +971,7 @@ mod tests {
                         }
                         Command::Rootfs { .. } => "rootfs".to_owned(),
                         Command::Check { .. } => "check".to_owned(),
+                        Command::Ci => panic!("the Dockerfile runs the steps one by one"),
                     });
                 }
                 _ => panic!(

@@ -8,7 +8,7 @@
 //! - `bench-cue [--iterations N]`: the CUE engine's figures next to native Go and the `cue` CLI.
 //! - `demo [--once]` / `demo down`: control plane, operator and samples, converging on screen.
 //! - `dist guest|operator|rootfs|check`: the container image's build steps (the `Dockerfile`
-//!   calls only these; `test` runs them all).
+//!   calls only these); `dist ci` runs them all with the dev profile, as `test` does.
 
 // A command-line tool: standard output is its interface.
 #![allow(clippy::print_stdout)]

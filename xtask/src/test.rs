@@ -58,35 +58,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     }
 
     cargo(root, &["test", "--workspace", "--no-fail-fast"])?;
-    dist(root)?;
+    eprintln!("\n==> dist ci");
+    crate::dist::ci(root)?;
     eprintln!("\nall checks passed in {:.1?}", started.elapsed());
     Ok(())
-}
-
-/// The container image's steps, as the Dockerfile runs them but with the dev profile. Cold on
-/// 2 cores the operator takes ~7 min in dev and ~25 min in release (its own target directory,
-/// see `dist operator`); the checks are the same, and the Dockerfile test pins `release` there.
-fn dist(root: &Path) -> anyhow::Result<()> {
-    use crate::dist;
-    let dir = root.join("target/dist/ci");
-    let step = |name: &str, run: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<()> {
-        eprintln!("\n==> dist {name}");
-        let started = Instant::now();
-        run()?;
-        eprintln!("<== dist {name} ({:.1?})", started.elapsed());
-        Ok(())
-    };
-    let (guest, bin, rootfs) = (dir.join("guest"), dir.join("bin"), dir.join("rootfs"));
-    step("guest", &|| dist::guest(root, &guest).map(drop))?;
-    step("operator --profile dev", &|| {
-        dist::operator(
-            root,
-            &guest.join("cue-guest.wasm"),
-            &bin,
-            dist::Profile::Dev,
-        )
-        .map(drop)
-    })?;
-    step("rootfs", &|| dist::rootfs(&bin, &rootfs))?;
-    step("check", &|| dist::check(&rootfs))
 }
