@@ -236,6 +236,7 @@ fn operator(root: &Path, guest: &Path, out: &Path, profile: Profile) -> anyhow::
         .arg("--target-dir")
         .arg(&target_dir)
         .env("PEQUOD_CUE_GUEST_WASM", &guest)
+        .env("PATH", path_without_go()?)
         .status()
         .context("running cargo build")?;
     ensure!(
@@ -249,6 +250,27 @@ fn operator(root: &Path, guest: &Path, out: &Path, profile: Profile) -> anyhow::
         .with_context(|| format!("copying {} to {}", built.display(), binary.display()))?;
     report(&binary, started)?;
     Ok(binary)
+}
+
+/// `PATH` without the directories that hold `go` (unless they also hold the C toolchain), so
+/// this step proves what the Dockerfile's Rust stage relies on: no Go is needed.
+fn path_without_go() -> anyhow::Result<std::ffi::OsString> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let has = |dir: &Path, name: &str| dir.join(name).is_file();
+    let (kept, dropped): (Vec<PathBuf>, Vec<PathBuf>) = std::env::split_paths(&path)
+        .partition(|dir| !has(dir, "go") || has(dir, "cc") || has(dir, "cargo"));
+    if let Some(dir) = kept.iter().find(|dir| has(dir, "go")) {
+        println!(
+            "note: go stays on PATH (in {}, with the C toolchain): not proving the build needs no Go",
+            dir.display()
+        );
+    } else if !dropped.is_empty() {
+        eprintln!(
+            "(without Go: {} left out of PATH)",
+            std::env::join_paths(&dropped)?.display()
+        );
+    }
+    Ok(std::env::join_paths(kept)?)
 }
 
 /// A copy of `guest` named by its content. `crates/cue/build.rs` reruns when
