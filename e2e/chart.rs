@@ -180,9 +180,9 @@ fn check_default_deployment(docs: &[Value]) {
         container["readinessProbe"]["httpGet"],
         json!({"path": "/readyz", "port": "http"})
     );
-    // 256 MiB for the operator + 2 CUE instances × 512 MiB.
-    assert_eq!(container["resources"]["limits"]["memory"], "1280Mi");
-    assert_eq!(container["resources"]["requests"]["memory"], "256Mi");
+    // 640 MiB for the operator (the start-up compile) + 2 CUE instances × 512 MiB.
+    assert_eq!(container["resources"]["limits"]["memory"], "1664Mi");
+    assert_eq!(container["resources"]["requests"]["memory"], "512Mi");
     let args: Vec<&str> = container["args"]
         .as_array()
         .expect("args")
@@ -475,8 +475,8 @@ fn helm_template_variants_pdb_service_monitor_args_and_namespaced_rbac() {
     let container =
         &find(&docs, "Deployment", "pq-x", None)["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
-        container["resources"]["limits"]["memory"], "2304Mi",
-        "256 + 4 × 512"
+        container["resources"]["limits"]["memory"], "2688Mi",
+        "640 + 4 × 512"
     );
     assert_eq!(container["image"], "ghcr.io/pequod-dev/pequod-operator:dev");
     let args = container["args"].to_string();
@@ -1271,7 +1271,7 @@ async fn the_operator_converges_a_transform_with_the_chart_s_args_and_namespaced
         Some(operator.pod.as_str())
     );
     if let Some(rss) = operator.child.id().and_then(rss_mib) {
-        eprintln!("operator RSS {rss} MiB with one Transform converged (chart request: 256Mi)");
+        eprintln!("operator RSS {rss} MiB with one Transform converged (chart request: 512Mi)");
     }
 
     // A clean stop releases the Lease (an update the Role allows).
