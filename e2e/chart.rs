@@ -106,6 +106,40 @@ fn has_rule(rules: &Value, group: &str, resource: &str, verb: &str) -> bool {
     })
 }
 
+/// Every key of `values` has an entry with a description in `schema` (recursively into
+/// objects the schema describes by `properties`).
+fn check_schema_covers(values: &Value, schema: &Value, path: &str) {
+    let Some(values) = values.as_object() else {
+        return;
+    };
+    let Some(properties) = schema["properties"].as_object() else {
+        return;
+    };
+    for (key, value) in values {
+        let path = format!("{path}.{key}");
+        let entry = properties
+            .get(key)
+            .unwrap_or_else(|| panic!("values.schema.json does not describe {path}"));
+        assert!(
+            entry["description"].is_string(),
+            "{path} has no description in the schema"
+        );
+        check_schema_covers(value, entry, &path);
+    }
+}
+
+#[test]
+fn every_value_is_in_the_schema() {
+    let values = std::fs::read_to_string(chart_dir().join("values.yaml")).expect("values.yaml");
+    let values = &pequod_testenv::helm::documents(&values).expect("values.yaml is YAML")[0];
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).expect("schema"),
+    )
+    .expect("the schema is JSON");
+    assert_eq!(schema["additionalProperties"], false);
+    check_schema_covers(values, &schema, "");
+}
+
 #[test]
 fn helm_lint_passes_strict_and_the_schema_refuses_bad_values() {
     let chart = chart_dir();
