@@ -231,6 +231,7 @@ fn check_default_deployment(docs: &[Value]) {
         "--cue-instances=2",
         "--source-cache-max-bytes=536870912",
         "--source-timeout=30s",
+        "--shutdown-timeout=25s",
         "--log-format=json",
     ] {
         assert!(args.contains(&arg), "{arg} missing from {args:?}");

@@ -62,6 +62,11 @@ pub struct Args {
     #[arg(long, env = "PEQUOD_INSECURE_REGISTRIES", value_delimiter = ',')]
     pub insecure_registries: Vec<String>,
 
+    /// How long in-flight reconciles may take to finish after SIGTERM before the process
+    /// exits anyway (keep it below the Pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "PEQUOD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
     /// Connect and read timeout of registry requests and Git connections (e.g. `30s`).
     #[arg(long, env = "PEQUOD_SOURCE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub source_timeout: Duration,

@@ -295,23 +295,38 @@ async fn run_controllers(parts: &Parts, engine: Engine) -> anyhow::Result<()> {
         })
     };
     tracing::info!(namespaces = ?args.namespaces, "starting the controllers");
-    let ((), executor) = tokio::join!(
-        pequod_transform_controller::run(
-            transform_context,
-            namespaces,
-            args.transform_concurrency,
-            stopped(parts.stop.subscribe()),
-            transforms_synced,
-        ),
-        pequod_graph_executor::run(
-            parts.kube_config.clone(),
-            executor_config,
-            parts.metrics.clone(),
-            stopped(parts.stop.subscribe()),
-            graphs_synced,
-        ),
-    );
+    let controllers = async {
+        tokio::join!(
+            pequod_transform_controller::run(
+                transform_context,
+                namespaces,
+                args.transform_concurrency,
+                stopped(parts.stop.subscribe()),
+                transforms_synced,
+            ),
+            pequod_graph_executor::run(
+                parts.kube_config.clone(),
+                executor_config,
+                parts.metrics.clone(),
+                stopped(parts.stop.subscribe()),
+                graphs_synced,
+            ),
+        )
+    };
+    // In-flight reconciles finish; a controller that does not stop (its watches retrying an
+    // unreachable API server) does not hold the process past the shutdown timeout.
+    let overdue = async {
+        stopped(parts.stop.subscribe()).await;
+        tokio::time::sleep(args.shutdown_timeout).await;
+    };
+    let result = tokio::select! {
+        ((), executor) = controllers => executor.context("the graph executor failed"),
+        () = overdue => {
+            tracing::warn!(timeout = ?args.shutdown_timeout, "the controllers did not stop in time; exiting");
+            Ok(())
+        }
+    };
     ready.abort();
     parts.health.set_not_ready("shutting down");
-    executor.context("the graph executor failed")
+    result
 }
