@@ -621,25 +621,6 @@ fn check_namespaced_rbac() {
     );
 }
 
-/// Polls `check` every 500 ms until it returns `Some`, panicking with `what` after `timeout`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// Whether `user` (with `groups`) may do what `attributes` (a SubjectAccessReview's
 /// `resourceAttributes`) says, as the API server's authorizer answers.
 async fn allowed(client: &Client, user: &str, groups: &[&str], attributes: Value) -> bool {
@@ -751,7 +732,7 @@ async fn helm_install_runs_the_operator_with_working_rbac_and_uninstalls() {
         format!("{fullname}-apply"),
         format!("{fullname}-transform-edit"),
     ] {
-        wait_for(&format!("ClusterRole {name} deleted"), MINUTE, || {
+        support::eventually(&format!("ClusterRole {name} deleted"), MINUTE, &[], || {
             let roles = roles.clone();
             let name = name.clone();
             async move {
@@ -780,9 +761,10 @@ async fn helm_install_runs_the_operator_with_working_rbac_and_uninstalls() {
 async fn check_installed_objects(client: &Client, ns: &str, fullname: &str) {
     let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
     let started = Instant::now();
-    wait_for(
+    support::eventually(
         "the operator Deployment Available with 2 ready replicas",
         2 * MINUTE,
+        &[],
         || {
             let deployments = deployments.clone();
             async move {
@@ -976,7 +958,7 @@ async fn check_edit_and_view_users(client: &Client, ns: &str) {
     }
     let as_alice = Api::<Transform>::namespaced(client_as(&alice), ns);
     // The controller-manager aggregates the chart's roles into `edit` shortly after install.
-    wait_for("edit to include creating Transforms", MINUTE, || {
+    support::eventually("edit to include creating Transforms", MINUTE, &[], || {
         let as_alice = as_alice.clone();
         async move {
             as_alice
@@ -1029,7 +1011,7 @@ async fn check_edit_and_view_users(client: &Client, ns: &str) {
     ));
 
     let as_bob = Api::<Transform>::namespaced(client_as(&bob), ns);
-    wait_for("view to include reading Transforms", MINUTE, || {
+    support::eventually("view to include reading Transforms", MINUTE, &[], || {
         let as_bob = as_bob.clone();
         async move { as_bob.get("by-alice").await.ok() }
     })
