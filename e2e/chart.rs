@@ -1303,15 +1303,9 @@ async fn the_operator_converges_a_transform_with_the_chart_s_args_and_namespaced
         !log.contains("\"level\":\"ERROR\""),
         "errors in the log:\n{log}"
     );
-    // The only refusals: the executor's cluster-wide watches of the kinds the graph manages
-    // (namespaced RBAC; readiness was polled instead, see the chart README).
-    for line in log.lines().filter(|l| l.contains("forbidden")) {
-        assert!(
-            line.contains("at the cluster scope")
-                && ["deployments", "services"].iter().any(|k| line.contains(k)),
-            "an unexpected refusal:\n{line}"
-        );
-    }
+    // Namespaced RBAC suffices: every watch is per namespace, nothing is refused.
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("forbidden")).collect();
+    assert!(refusals.is_empty(), "refused:\n{}", refusals.join("\n"));
 }
 
 /// The holder of the Lease `name`, if anyone holds it.

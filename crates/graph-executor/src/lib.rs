@@ -244,7 +244,18 @@ pub async fn run(
         _ => Api::<ResourceGraph>::all(client.clone()),
     };
     let (triggers, triggered) = futures::channel::mpsc::unbounded();
-    context.watches = Some(Arc::new(watches::Watches::new(client, triggers)));
+    // A graph writes only into its own namespace and the allowed extra ones, unless it may
+    // create namespaces: then watches must see every namespace.
+    let watched = (!context.config.namespaces.is_empty()
+        && !context.config.scope.allow_cluster_scoped)
+        .then(|| {
+            let mut namespaces = context.config.namespaces.clone();
+            namespaces.extend(context.config.scope.extra_namespaces.iter().cloned());
+            namespaces.sort();
+            namespaces.dedup();
+            namespaces
+        });
+    context.watches = Some(Arc::new(watches::Watches::new(client, triggers, watched)));
     let context = Arc::new(context);
     let controller = Controller::new(graphs, watcher::Config::default()).with_config(
         kube::runtime::controller::Config::default().concurrency(context.config.concurrency),

@@ -765,7 +765,11 @@ fn watch_kinds(ctx: &Context, graph: (&str, &str), observed: &[Observed]) {
     if let Some(watches) = &ctx.watches {
         let kinds: Vec<_> = observed
             .iter()
-            .filter_map(|o| o.served.as_ref().map(|s| s.resource.clone()))
+            .filter_map(|o| {
+                o.served
+                    .as_ref()
+                    .map(|s| (s.resource.clone(), s.namespaced))
+            })
             .collect();
         watches.set_kinds(graph, &kinds);
     }

@@ -1,7 +1,9 @@
 //! Event-driven readiness: one metadata watch per kind that graphs manage, filtered to objects
 //! carrying Pequod's graph label, added when a graph starts using a kind and dropped when no
 //! graph does. Every event is mapped back to the owning graph (from the labels) and triggers
-//! its reconcile at once, so a dependency becoming ready is noticed without polling.
+//! its reconcile at once, so a dependency becoming ready is noticed without polling. When the
+//! executor is limited to some namespaces (and cannot create namespaces), a namespaced kind is
+//! watched in each of them, so namespaced RBAC suffices.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -39,27 +41,36 @@ struct Watch {
 pub struct Watches {
     client: Client,
     triggers: UnboundedSender<ObjectRef<ResourceGraph>>,
+    /// Where namespaced kinds are watched; `None`: across all namespaces.
+    namespaces: Option<Vec<String>>,
     running: Mutex<HashMap<Kind, Watch>>,
 }
 
 impl Watches {
-    /// Watches that send graph references to `triggers`.
-    pub fn new(client: Client, triggers: UnboundedSender<ObjectRef<ResourceGraph>>) -> Self {
+    /// Watches that send graph references to `triggers`; namespaced kinds are watched in
+    /// `namespaces` only, or everywhere when `None`.
+    pub fn new(
+        client: Client,
+        triggers: UnboundedSender<ObjectRef<ResourceGraph>>,
+        namespaces: Option<Vec<String>>,
+    ) -> Self {
         Self {
             client,
             triggers,
+            namespaces,
             running: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Records that `graph` (namespace, name) uses exactly `kinds` now: starts watches for new
-    /// kinds, and stops those no graph uses any more.
-    pub fn set_kinds(&self, graph: (&str, &str), kinds: &[ApiResource]) {
+    /// Records that `graph` (namespace, name) uses exactly `kinds` (with whether each is
+    /// namespaced) now: starts watches for new kinds, and stops those no graph uses any more.
+    pub fn set_kinds(&self, graph: (&str, &str), kinds: &[(ApiResource, bool)]) {
         let Ok(mut running) = self.running.lock() else {
             return;
         };
         let user = (graph.0.to_owned(), graph.1.to_owned());
-        let wanted: HashMap<Kind, &ApiResource> = kinds.iter().map(|r| (kind_of(r), r)).collect();
+        let wanted: HashMap<Kind, &(ApiResource, bool)> =
+            kinds.iter().map(|k| (kind_of(&k.0), k)).collect();
         for (kind, watch) in running.iter_mut() {
             if !wanted.contains_key(kind) {
                 watch.users.remove(&user);
@@ -73,12 +84,12 @@ impl Watches {
             }
             keep
         });
-        for (kind, resource) in wanted {
+        for (kind, (resource, namespaced)) in wanted {
             running
                 .entry(kind)
                 .or_insert_with(|| Watch {
                     users: BTreeSet::new(),
-                    task: self.spawn(resource.clone()),
+                    task: self.spawn(resource.clone(), *namespaced),
                 })
                 .users
                 .insert(user.clone());
@@ -93,13 +104,23 @@ impl Watches {
             .unwrap_or_default()
     }
 
-    fn spawn(&self, resource: ApiResource) -> tokio::task::JoinHandle<()> {
-        let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(self.client.clone(), &resource);
+    fn spawn(&self, resource: ApiResource, namespaced: bool) -> tokio::task::JoinHandle<()> {
+        let apis: Vec<Api<PartialObjectMeta<DynamicObject>>> = match &self.namespaces {
+            Some(only) if namespaced => only
+                .iter()
+                .map(|ns| Api::namespaced_with(self.client.clone(), ns, &resource))
+                .collect(),
+            _ => vec![Api::all_with(self.client.clone(), &resource)],
+        };
         let triggers = self.triggers.clone();
-        let config = watcher::Config::default().labels(LABEL_GRAPH);
-        tracing::debug!(kind = %resource.kind, "starting watch");
+        tracing::debug!(kind = %resource.kind, watches = apis.len(), "starting watch");
         tokio::spawn(async move {
-            let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+            let config = watcher::Config::default().labels(LABEL_GRAPH);
+            let mut events = futures::stream::select_all(apis.into_iter().map(|api| {
+                watcher::watcher(api, config.clone())
+                    .default_backoff()
+                    .boxed()
+            }));
             while let Some(event) = events.next().await {
                 let objects = match event {
                     Ok(Event::Apply(object) | Event::Delete(object) | Event::InitApply(object)) => {
