@@ -152,6 +152,100 @@ pub async fn server_side_apply(
     result
 }
 
+/// Field managers of client-side tools whose fields Pequod takes over when it adopts an
+/// object (as Flux does): `kubectl apply` (client-side), `kubectl create/edit`, Helm, and the
+/// marker the API server leaves on objects that predate managed fields.
+const TAKEN_OVER_MANAGERS: &[&str] = &[
+    "kubectl",
+    "kubectl-client-side-apply",
+    "kubectl-create",
+    "kubectl-edit",
+    "kubectl-patch",
+    "before-first-apply",
+    "helm",
+];
+
+/// The annotation `kubectl apply` keeps its last applied state in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// On adoption: the fields client-side tools manage become Pequod's (one `Apply` entry of
+/// the `pequod` manager) and `kubectl`'s last-applied annotation goes, so that fields the
+/// module does not render are removed by the apply that follows instead of staying forever.
+pub async fn take_over_managers(
+    api: &Api<DynamicObject>,
+    live: &DynamicObject,
+) -> Result<(), kube::Error> {
+    let entries = live.metadata.managed_fields.clone().unwrap_or_default();
+    let (taken, mut kept): (Vec<_>, Vec<_>) = entries.into_iter().partition(|entry| {
+        entry.subresource.is_none()
+            && entry
+                .manager
+                .as_deref()
+                .is_some_and(|m| TAKEN_OVER_MANAGERS.contains(&m))
+    });
+    let has_last_applied = live.annotations().contains_key(LAST_APPLIED);
+    if taken.is_empty() && !has_last_applied {
+        return Ok(());
+    }
+    if let Some(first) = taken.first() {
+        let mut fields = Value::Object(serde_json::Map::new());
+        for entry in &taken {
+            if let Some(entry_fields) = &entry.fields_v1 {
+                merge_fields(&mut fields, &entry_fields.0);
+            }
+        }
+        let mut ours = first.clone();
+        ours.manager = Some(pequod_api::FIELD_MANAGER.to_owned());
+        ours.operation = Some("Apply".to_owned());
+        ours.fields_v1 = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+            fields,
+        ));
+        // Our own Apply entry, if any, joins it: one entry per manager and operation.
+        if let Some(i) = kept.iter().position(|e| {
+            e.manager.as_deref() == Some(pequod_api::FIELD_MANAGER)
+                && e.operation.as_deref() == Some("Apply")
+                && e.subresource.is_none()
+        }) {
+            let existing = kept.remove(i);
+            if let (Some(a), Some(b)) = (ours.fields_v1.as_mut(), existing.fields_v1) {
+                merge_fields(&mut a.0, &b.0);
+            }
+        }
+        kept.push(ours);
+    }
+    let mut patch = serde_json::json!({"metadata": {"managedFields": kept}});
+    if has_last_applied {
+        patch["metadata"]["annotations"] = serde_json::json!({ LAST_APPLIED: null });
+    }
+    api.patch(
+        &live.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Union of two `fieldsV1` trees (nested objects keyed `f:…`, `k:…`, `v:…`, `.`).
+fn merge_fields(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(into), Value::Object(from)) => {
+            for (key, value) in from {
+                merge_fields(
+                    into.entry(key.clone())
+                        .or_insert_with(|| Value::Object(serde_json::Map::new())),
+                    value,
+                );
+            }
+        }
+        (into, from) => {
+            if into.as_object().is_some_and(serde_json::Map::is_empty) {
+                *into = from.clone();
+            }
+        }
+    }
+}
+
 /// The API server refused a change of a field that cannot change after creation.
 pub fn is_immutable_change(status: &kube::core::Status) -> bool {
     (status.code == 422 || status.code == 409) && status.message.contains("immutable")

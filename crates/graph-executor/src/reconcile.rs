@@ -831,6 +831,11 @@ async fn apply_node(
             ApplyMode::Apply | ApplyMode::Adopt => {}
         }
     }
+    if adopting && let Some(live) = &seen.live {
+        apply::take_over_managers(&api, live)
+            .await
+            .map_err(|e| format!("taking over {name}'s field managers: {e}"))?;
+    }
     // Correcting drift takes back fields another manager took from us; adopting takes over
     // the fields the previous owner set.
     let force = node.apply_policy.conflict_policy == ConflictPolicy::Force

@@ -600,6 +600,62 @@ async fn an_immutable_change_fails_under_error_and_re_creates_under_force() {
     assert_eq!(inventory_uid.flatten(), recreated.uid());
 }
 
+#[tokio::test]
+async fn adopting_a_kubectl_applied_object_takes_its_fields_over() {
+    let (client, ns, ctx) = setup("takeover").await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    // As `kubectl apply` (client-side) leaves it: its manager and its last-applied annotation.
+    let mut theirs: ConfigMap = serde_json::from_value(json!({
+        "metadata": {
+            "name": "legacy",
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+        },
+        "data": {"kept": "1", "dropped": "2"},
+    }))
+    .expect("ConfigMap");
+    theirs = cms
+        .create(
+            &PostParams {
+                field_manager: Some("kubectl-client-side-apply".into()),
+                ..PostParams::default()
+            },
+            &theirs,
+        )
+        .await
+        .expect("kubectl's ConfigMap");
+    let mut adopt = node("cfg", config_map("legacy", json!({"kept": "1"})), &[]);
+    adopt.apply_policy.mode = pequod_api::ApplyMode::Adopt;
+    let graphs = create_graph(&client, &ns, "takeover", vec![adopt]).await;
+    let (graph, _) = pass(&graphs, "takeover", &ctx).await;
+    assert_eq!(
+        phase_of(&graph, "cfg"),
+        Some(NodePhase::Ready),
+        "{}",
+        message_of(&graph, "cfg")
+    );
+    let live = cms.get("legacy").await.expect("ConfigMap");
+    assert_eq!(live.uid(), theirs.uid(), "taken over, not re-created");
+    assert_eq!(
+        live.data.clone().unwrap_or_default(),
+        std::collections::BTreeMap::from([("kept".to_owned(), "1".to_owned())]),
+        "the field the module does not render went with kubectl's ownership"
+    );
+    assert!(
+        !live
+            .annotations()
+            .contains_key("kubectl.kubernetes.io/last-applied-configuration")
+    );
+    let managers: Vec<String> = live
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        !managers.iter().any(|m| m.starts_with("kubectl")),
+        "{managers:?}"
+    );
+}
+
 async fn drive_until_ready(
     graphs: &Api<ResourceGraph>,
     name: &str,
