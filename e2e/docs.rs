@@ -423,3 +423,27 @@ fn anchors_follow_github() {
         ["b.md#c"]
     );
 }
+
+/// The operations guide's configuration table lists every flag the operator has.
+#[test]
+fn every_operator_flag_is_in_the_operations_guide() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_pequod-operator"))
+        .arg("--help")
+        .output()
+        .expect("pequod-operator --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let guide =
+        std::fs::read_to_string(repo_root().join("docs/operations.md")).expect("operations.md");
+    let flags: BTreeSet<&str> = help
+        .split_whitespace()
+        .filter(|word| word.starts_with("--") && word.len() > 2)
+        .map(|word| word.split(['=', ' ', ',', '<']).next().unwrap_or(word))
+        .filter(|flag| !matches!(*flag, "--help" | "--version"))
+        .collect();
+    assert!(flags.len() > 20, "{flags:?}");
+    let missing: Vec<&&str> = flags
+        .iter()
+        .filter(|flag| !guide.contains(&format!("`{flag}`")))
+        .collect();
+    assert!(missing.is_empty(), "not in docs/operations.md: {missing:?}");
+}
