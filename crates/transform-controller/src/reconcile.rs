@@ -746,6 +746,78 @@ mod tests {
     use pequod_api::{CueRef, SourceType, TransformSpec};
     use std::time::Duration;
 
+    #[test]
+    fn adopt_rules_match_kind_and_optional_name_and_leave_create_alone() {
+        let node = |kind: &str, name: &str, mode: ApplyMode| {
+            let mut node: pequod_api::GraphNode = serde_json::from_value(json!({
+                "id": "n",
+                "object": {"apiVersion": "v1", "kind": kind, "metadata": {"name": name}},
+            }))
+            .unwrap();
+            node.apply_policy.mode = mode;
+            node
+        };
+        let rule = |kind: &str, name: Option<&str>| AdoptRule {
+            kind: kind.into(),
+            name: name.map(Into::into),
+        };
+        for (rules, kind, name, mode, expected) in [
+            (
+                vec![rule("ConfigMap", None)],
+                "ConfigMap",
+                "a",
+                ApplyMode::Apply,
+                ApplyMode::Adopt,
+            ),
+            (
+                vec![rule("ConfigMap", Some("b"))],
+                "ConfigMap",
+                "a",
+                ApplyMode::Apply,
+                ApplyMode::Apply,
+            ),
+            (
+                vec![rule("*", Some("a"))],
+                "Service",
+                "a",
+                ApplyMode::Apply,
+                ApplyMode::Adopt,
+            ),
+            (
+                vec![rule("Service", None)],
+                "ConfigMap",
+                "a",
+                ApplyMode::Apply,
+                ApplyMode::Apply,
+            ),
+            (
+                vec![rule("*", None)],
+                "Secret",
+                "s",
+                ApplyMode::Create,
+                ApplyMode::Create,
+            ),
+            (vec![], "ConfigMap", "a", ApplyMode::Apply, ApplyMode::Apply),
+        ] {
+            let mut n = node(kind, name, mode);
+            adopt_mode(&mut n, &rules);
+            assert_eq!(
+                n.apply_policy.mode, expected,
+                "{kind}/{name} with {rules:?}"
+            );
+        }
+        let input = json!({"a": 1});
+        assert_eq!(
+            render_hash("sha256:m", &input, &[]),
+            render_hash("sha256:m", &input, &[]),
+        );
+        assert_ne!(
+            render_hash("sha256:m", &input, &[]),
+            render_hash("sha256:m", &input, &[rule("*", None)]),
+            "a rule changes the graph"
+        );
+    }
+
     fn transform(
         source_type: SourceType,
         reference: &str,
