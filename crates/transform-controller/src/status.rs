@@ -147,18 +147,20 @@ pub(crate) fn summarize_from_graph(
 }
 
 /// How long the Transform has been on its way to Ready: since the newest revision was written
-/// or since `Ready` last turned away from `True`, whichever is later (zero when it is `True`).
+/// or since `Reconciling` turned on (after being Ready), whichever is later; zero when Ready.
 fn progressing_for(status: &TransformStatus, now: &Time) -> std::time::Duration {
-    let ready = conditions::find(&status.conditions, types::READY);
-    if ready.is_some_and(|c| c.status == "True") {
+    if conditions::is_true(&status.conditions, types::READY) {
         return std::time::Duration::ZERO;
     }
+    let reconciling = conditions::find(&status.conditions, types::RECONCILING)
+        .filter(|c| c.status == "True")
+        .map(|c| c.last_transition_time.0);
     let since = status
         .history
         .first()
         .map(|h| h.applied_at.0)
         .into_iter()
-        .chain(ready.map(|c| c.last_transition_time.0))
+        .chain(reconciling)
         .max();
     since
         .and_then(|since| now.0.duration_since(since).try_into().ok())
@@ -357,6 +359,57 @@ mod tests {
             from_graph(Some(&stalled)),
             ("InvalidGraph".into(), "m".into(), SummaryKind::Stalled)
         );
+    }
+
+    #[test]
+    fn a_graph_not_ready_within_the_timeout_stalls_and_until_then_says_how_long_is_left() {
+        let progressing = graph(2, Some(2), &[("Reconciling", "True", "Progressing")]);
+        let at = |secs: i64| Time(jiff::Timestamp::from_second(secs).unwrap());
+        let mut status = TransformStatus::default();
+        record_history(
+            &mut status,
+            HistoryEntry {
+                applied_at: at(1000),
+                ..history(3)
+            },
+        );
+        let timeout = Some((std::time::Duration::from_secs(60), "1m"));
+        let marks = |secs: i64| Marks {
+            generation: Some(1),
+            time: at(secs),
+        };
+        // The pass that wrote the revision.
+        let left = summarize_from_graph(&marks(1000), &mut status, Some(&progressing), timeout);
+        assert_eq!(left, Some(std::time::Duration::from_secs(60)));
+        let left = summarize_from_graph(&marks(1045), &mut status, Some(&progressing), timeout);
+        assert_eq!(left, Some(std::time::Duration::from_secs(15)));
+        assert!(conditions::find(&status.conditions, types::STALLED).is_none());
+
+        let left = summarize_from_graph(&marks(1061), &mut status, Some(&progressing), timeout);
+        assert_eq!(left, None);
+        let stalled = conditions::find(&status.conditions, types::STALLED).unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "Timeout")
+        );
+        assert!(
+            stalled.message.contains("spec.timeout 1m"),
+            "{}",
+            stalled.message
+        );
+
+        // Ready again: the deadline no longer applies.
+        let ready = graph(2, Some(2), &[("Ready", "True", "AllNodesReady")]);
+        let left = summarize_from_graph(&marks(1100), &mut status, Some(&ready), timeout);
+        assert_eq!(left, None);
+        assert!(conditions::is_true(&status.conditions, types::READY));
+        assert!(conditions::find(&status.conditions, types::STALLED).is_none());
+
+        // Unready again much later: the deadline counts from then, not from the revision.
+        let left = summarize_from_graph(&marks(2000), &mut status, Some(&progressing), timeout);
+        assert_eq!(left, Some(std::time::Duration::from_secs(60)));
+        let left = summarize_from_graph(&marks(2030), &mut status, Some(&progressing), timeout);
+        assert_eq!(left, Some(std::time::Duration::from_secs(30)));
     }
 
     #[test]
