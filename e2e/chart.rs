@@ -216,7 +216,7 @@ fn check_default_deployment(docs: &[Value]) {
     );
     // 640 MiB for the operator (the start-up compile) + 2 CUE instances × 512 MiB.
     assert_eq!(container["resources"]["limits"]["memory"], "1664Mi");
-    assert_eq!(container["resources"]["requests"]["memory"], "512Mi");
+    assert_eq!(container["resources"]["requests"]["memory"], "256Mi");
     let args: Vec<&str> = container["args"]
         .as_array()
         .expect("args")
@@ -1288,7 +1288,7 @@ async fn the_operator_converges_a_transform_with_the_chart_s_args_and_namespaced
         Some(operator.pod.as_str())
     );
     if let Some(rss) = operator.child.id().and_then(rss_mib) {
-        eprintln!("operator RSS {rss} MiB with one Transform converged (chart request: 512Mi)");
+        eprintln!("operator RSS {rss} MiB with one Transform converged (chart request: 256Mi)");
     }
 
     // A clean stop releases the Lease (an update the Role allows).
