@@ -36,7 +36,10 @@ COPY --from=operator /rootfs/etc/ /etc/
 COPY --from=operator --chown=65532:65532 /rootfs/var/cache/pequod/ /var/cache/pequod/
 # Both caches (precompiled CUE guest, fetched modules) under one mount point; mount an emptyDir
 # there with a read-only root filesystem. Probes and /metrics need a non-loopback address.
+# The guest precompiled at build time (/usr/share/pequod/cue) spares each pod the compile when
+# the node's CPU runs it; otherwise the pod compiles into the cache as before.
 ENV PEQUOD_CACHE_DIR=/var/cache/pequod \
+    PEQUOD_CUE_SEED_DIR=/usr/share/pequod/cue \
     PEQUOD_HTTP_ADDR=0.0.0.0:8080
 EXPOSE 8080
 USER 65532:65532

@@ -400,6 +400,11 @@ const FLAGS_NOT_IN_ARGS: &[(&str, &str)] = &[
     ("--cue-registry", "CUE_REGISTRY env, from cueRegistry"),
     ("--cue-cache-dir", "PEQUOD_CACHE_DIR env: <cache>/cue"),
     (
+        "--cue-seed-dir",
+        "PEQUOD_CUE_SEED_DIR env of the image (the guest precompiled at build time)",
+    ),
+    ("--precompile-guest", "an image build step, not a pod's"),
+    (
         "--source-cache-dir",
         "PEQUOD_CACHE_DIR env: <cache>/sources",
     ),

@@ -30,6 +30,9 @@ use clap::{Subcommand, ValueEnum};
 pub const BINARY: &str = "usr/local/bin/pequod-operator";
 /// The cache mount point (`PEQUOD_CACHE_DIR` in the image), writable by `nonroot`.
 pub const CACHE_DIR: &str = "var/cache/pequod";
+/// The precompiled CUE guest shipped in the image (`PEQUOD_CUE_SEED_DIR`): pods start without
+/// compiling it when their CPU runs it, and compile into the cache otherwise.
+pub const SEED_DIR: &str = "usr/share/pequod/cue";
 /// The top-level pieces of the rootfs; the Dockerfile copies each (the cache with `--chown`).
 pub const ROOTFS_PARTS: &[&str] = &["usr", "etc", CACHE_DIR];
 /// distroless's `nonroot` user and group.
@@ -346,6 +349,7 @@ fn rootfs_step(from: &Path, out: &Path) -> anyhow::Result<()> {
     set_mode(&binary, 0o755)?;
     write_file(&out.join("etc/passwd"), PASSWD, 0o644)?;
     write_file(&out.join("etc/group"), GROUP, 0o644)?;
+    precompile_seed(&binary, &out.join(SEED_DIR))?;
     let cache = out.join(CACHE_DIR);
     std::fs::create_dir_all(&cache).with_context(|| cache.display().to_string())?;
     set_mode(&cache, 0o755)?;
@@ -363,6 +367,33 @@ fn rootfs_step(from: &Path, out: &Path) -> anyhow::Result<()> {
         println!("library {name} ({})", path.display());
     }
     report(out, started)
+}
+
+/// Runs the operator once to compile the CUE guest into `seed` (the same code and cache
+/// layout as a pod's own cache), readable by everyone.
+fn precompile_seed(binary: &Path, seed: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let output = Process::new(binary)
+        .args(["--precompile-guest", "--log-format=text", "--cue-cache-dir"])
+        .arg(seed)
+        .env("NO_COLOR", "1")
+        .output()
+        .context("running pequod-operator --precompile-guest")?;
+    ensure!(
+        output.status.success(),
+        "pequod-operator --precompile-guest failed ({}):\n{}",
+        output.status,
+        last_lines(&String::from_utf8_lossy(&output.stderr), 20)
+    );
+    for entry in std::fs::read_dir(seed).with_context(|| seed.display().to_string())? {
+        set_mode(&entry?.path(), 0o644)?;
+    }
+    set_mode(seed, 0o755)?;
+    println!(
+        "seed: the CUE guest precompiled into /{SEED_DIR} ({:.1?})",
+        started.elapsed()
+    );
+    Ok(())
 }
 
 /// The multiarch directory of a library path (`/lib/x86_64-linux-gnu/libz.so.1` → that triple).
@@ -458,7 +489,7 @@ fn check(rootfs: &Path) -> anyhow::Result<()> {
     let runner = Runner::new(binary, libs, &work)?;
     runner.check_cli()?;
     runner.check_without_cluster()?;
-    runner.check_cache(&work)?;
+    runner.check_cache(&work, &rootfs.join(SEED_DIR))?;
     std::fs::remove_dir_all(&work).with_context(|| work.display().to_string())?;
     println!(
         "rootfs {} checked in {:.1?}",
@@ -502,8 +533,15 @@ fn check_tree(rootfs: &Path, binary: &Path) -> anyhow::Result<()> {
             meta.gid()
         );
     }
+    let seeded = std::fs::read_dir(rootfs.join(SEED_DIR))
+        .with_context(|| format!("/{SEED_DIR}"))?
+        .flatten()
+        .any(|entry| entry.path().extension().is_some_and(|e| e == "cwasm"));
+    ensure!(seeded, "/{SEED_DIR} holds no precompiled guest");
     check_parts(rootfs, Path::new(""))?;
-    println!("ok: /{BINARY} executable, nonroot {NONROOT} in /etc, empty /{CACHE_DIR}");
+    println!(
+        "ok: /{BINARY} executable, nonroot {NONROOT} in /etc, empty /{CACHE_DIR}, a seed in /{SEED_DIR}"
+    );
     Ok(())
 }
 
@@ -695,7 +733,7 @@ impl Runner {
     /// As the image runs it (leader election on) against an unreachable cluster: it compiles
     /// the guest into a writable cache, then waits for the Lease; SIGTERM stops it with 0. Then
     /// the same with that cache read-only: it loads the compiled guest and writes nothing.
-    fn check_cache(&self, work: &Path) -> anyhow::Result<()> {
+    fn check_cache(&self, work: &Path, seed: &Path) -> anyhow::Result<()> {
         let kubeconfig = work.join("kubeconfig");
         write_file(&kubeconfig, KUBECONFIG, 0o644)?;
         let cache = work.join("cache");
@@ -724,7 +762,7 @@ impl Runner {
         );
         if self.as_nonroot.is_none() && is_root() {
             println!("skip: read-only cache (root writes anywhere and setpriv is missing)");
-            return Ok(());
+            return self.check_seed(work, &kubeconfig, seed);
         }
         let dirs = [cache.join("cue"), cache.clone()];
         for dir in &dirs {
@@ -737,6 +775,27 @@ impl Runner {
         let (compiled, took) = result?;
         ensure!(!compiled, "the guest was compiled again despite the cache");
         println!("ok: with that cache read-only it loads the compiled guest ({took:.1?})");
+        self.check_seed(work, &kubeconfig, seed)
+    }
+
+    /// As the image starts a pod: an empty cache and the image's seed: nothing is compiled.
+    fn check_seed(&self, work: &Path, kubeconfig: &Path, seed: &Path) -> anyhow::Result<()> {
+        let cache = work.join("seeded-cache");
+        std::fs::create_dir_all(&cache)?;
+        if self.as_nonroot.is_some() {
+            std::os::unix::fs::chown(&cache, Some(NONROOT), Some(NONROOT))?;
+        }
+        let env = [
+            ("KUBECONFIG", kubeconfig),
+            ("PEQUOD_CACHE_DIR", cache.as_path()),
+            ("PEQUOD_CUE_SEED_DIR", seed),
+        ];
+        let (compiled, took) = self.run_to_leader_election(&env)?;
+        ensure!(
+            !compiled,
+            "an empty cache and the image's seed, yet the guest was compiled"
+        );
+        println!("ok: with an empty cache and the image's seed nothing is compiled ({took:.1?})");
         Ok(())
     }
 
@@ -1040,6 +1099,10 @@ mod tests {
         let env = get("ENV").join(" ");
         assert!(
             env.contains(&format!("PEQUOD_CACHE_DIR=/{CACHE_DIR}")),
+            "{env}"
+        );
+        assert!(
+            env.contains(&format!("PEQUOD_CUE_SEED_DIR=/{SEED_DIR}")),
             "{env}"
         );
     }

@@ -57,12 +57,13 @@ fn engine_config() -> Config {
 }
 
 impl Guest {
-    /// Loads the guest from `cache_dir` or compiles it (and stores it there).
-    pub fn load(cache_dir: Option<&Path>) -> Result<Self, EngineError> {
+    /// Loads the guest from `cache_dir` (or, when it has none, from `seed_dir`) or compiles
+    /// it (and stores it in `cache_dir`).
+    pub fn load(cache_dir: Option<&Path>, seed_dir: Option<&Path>) -> Result<Self, EngineError> {
         let started = Instant::now();
         let engine = Engine::new(&engine_config()).map_err(wasmtime_error)?;
         let (module, compiled, cache_file) = match cache_dir {
-            Some(dir) => load_cached(&engine, dir)?,
+            Some(dir) => load_cached(&engine, dir, seed_dir)?,
             None => (
                 Module::new(&engine, GUEST_WASM).map_err(wasmtime_error)?,
                 true,
@@ -124,19 +125,23 @@ fn cache_file_name(engine: &Engine) -> String {
 fn load_cached(
     engine: &Engine,
     dir: &Path,
+    seed_dir: Option<&Path>,
 ) -> Result<(Module, bool, Option<PathBuf>), EngineError> {
-    let path = dir.join(cache_file_name(engine));
-    if path.is_file() {
+    let name = cache_file_name(engine);
+    let path = dir.join(&name);
+    let candidates = std::iter::once(path.clone()).chain(seed_dir.map(|seed| seed.join(&name)));
+    for candidate in candidates.filter(|c| c.is_file()) {
         // SAFETY: the file was written by `store_compiled` below from
-        // `Engine::precompile_module` output, into a cache directory private to this user, and
-        // its name carries the engine's compatibility hash; wasmtime also checks the header and
-        // refuses artifacts from another configuration or version.
+        // `Engine::precompile_module` output, into a cache directory private to this user (or
+        // into the image's read-only seed directory by the same code at build time), and its
+        // name carries the engine's compatibility hash; wasmtime also checks the header and
+        // refuses artifacts from another configuration, version or CPU.
         #[allow(unsafe_code)]
-        let loaded = unsafe { Module::deserialize_file(engine, &path) };
+        let loaded = unsafe { Module::deserialize_file(engine, &candidate) };
         match loaded {
-            Ok(module) => return Ok((module, false, Some(path))),
+            Ok(module) => return Ok((module, false, Some(candidate))),
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable precompiled guest");
+                tracing::warn!(path = %candidate.display(), error = %e, "ignoring unusable precompiled guest");
             }
         }
     }

@@ -233,6 +233,10 @@ pub struct EngineConfig {
     pub memo_capacity: usize,
     /// Where the precompiled guest is kept; `None` keeps it in memory only (compiles at start).
     pub cache_dir: Option<PathBuf>,
+    /// A read-only directory laid out like `cache_dir` that may already hold the precompiled
+    /// guest (the container image ships one): used when `cache_dir` has none and it loads on
+    /// this machine; otherwise the guest is compiled into `cache_dir` as usual.
+    pub seed_dir: Option<PathBuf>,
     /// Bytes of guest stderr kept for crash reports.
     pub stderr_limit: usize,
     /// The guest's `GOGC`. Go in wasm collects on one thread, stopping the world; a larger
@@ -251,6 +255,7 @@ impl Default for EngineConfig {
             recycle_above_bytes: 256 * 1024 * 1024,
             memo_capacity: 512,
             cache_dir: Some(default_cache_dir()),
+            seed_dir: None,
             stderr_limit: 64 * 1024,
             guest_gc_percent: 400,
         }
@@ -322,7 +327,7 @@ impl Engine {
     /// Prepares the guest (loading it precompiled from the cache, or compiling it once and
     /// caching it) and starts the deadline ticker. Blocking: call it at start-up.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
-        let guest = guest::Guest::load(config.cache_dir.as_deref())?;
+        let guest = guest::Guest::load(config.cache_dir.as_deref(), config.seed_dir.as_deref())?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         guest::start_epoch_ticker(guest.engine().clone(), stop_ticker.clone())?;
         let permits = tokio::sync::Semaphore::new(config.max_instances.max(1));

@@ -259,3 +259,37 @@ async fn the_same_module_and_input_never_evaluate_twice() {
     ));
     assert_eq!(engine.stats().evaluations, 3);
 }
+
+#[tokio::test]
+async fn a_seed_directory_serves_the_precompiled_guest_when_the_cache_has_none() {
+    // The default cache holds the guest once any engine started with it.
+    let seeded = common::engine().preparation().cache_file.clone();
+    let seed = seeded
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .expect("the default engine caches its guest")
+        .to_owned();
+    let empty = std::env::temp_dir().join(format!("pequod-seedless-{}", std::process::id()));
+    let engine = Engine::new(EngineConfig {
+        cache_dir: Some(empty.clone()),
+        seed_dir: Some(seed.clone()),
+        ..EngineConfig::default()
+    })
+    .expect("engine from the seed");
+    let preparation = engine.preparation();
+    assert!(!preparation.compiled, "{preparation:?}");
+    assert_eq!(
+        preparation
+            .cache_file
+            .as_deref()
+            .and_then(std::path::Path::parent),
+        Some(seed.as_path()),
+        "loaded from the seed, nothing written to the cache"
+    );
+    assert!(!empty.exists() || std::fs::read_dir(&empty).expect("dir").next().is_none());
+    engine
+        .evaluate(&common::platform_module("webservice"), &web_input())
+        .await
+        .expect("renders");
+    let _ = std::fs::remove_dir_all(&empty);
+}

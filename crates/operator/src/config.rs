@@ -53,6 +53,16 @@ pub struct Args {
     #[arg(long, env = "PEQUOD_CUE_CACHE_DIR")]
     pub cue_cache_dir: Option<PathBuf>,
 
+    /// A read-only directory that may hold the precompiled CUE guest (the image ships one in
+    /// `/usr/share/pequod/cue`), used when the cache has none and it fits this CPU.
+    #[arg(long, env = "PEQUOD_CUE_SEED_DIR")]
+    pub cue_seed_dir: Option<PathBuf>,
+
+    /// Compile the CUE guest into the cache directory (`--cue-cache-dir`) and exit: how the
+    /// image build fills its seed directory.
+    #[arg(long)]
+    pub precompile_guest: bool,
+
     /// Where modules find the CUE modules they depend on, in `CUE_REGISTRY` syntax
     /// (`host[/prefix][+insecure]`, `module/prefix=registry`, `none`); default `registry.cue.works`.
     #[arg(long, env = "CUE_REGISTRY", default_value = "", value_parser = parse_cue_registry)]

@@ -96,6 +96,12 @@ struct Parts {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.precompile_guest {
+        let engine = load_engine(&args).await?;
+        let file = engine.preparation().cache_file.clone();
+        tracing::info!(file = ?file, "CUE guest precompiled");
+        return Ok(());
+    }
     let kube_config = kube::Config::infer()
         .await
         .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
@@ -144,6 +150,7 @@ async fn load_engine(args: &Args) -> anyhow::Result<Engine> {
     if let Some(dir) = &args.cue_cache_dir {
         config.cache_dir = Some(dir.clone());
     }
+    config.seed_dir.clone_from(&args.cue_seed_dir);
     let engine = tokio::task::spawn_blocking(move || Engine::new(config))
         .await
         .context("the CUE engine start-up panicked")?
