@@ -21,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::archive;
 use crate::credentials::{Basic, SecretData};
-use crate::oci::{Wanted, pick, wanted};
+use crate::oci::{Wanted, no_version_matches, pick, wanted};
 use crate::{FetchError, Fetched, Sources};
 
 /// Credentials for a Git server.
@@ -160,23 +160,8 @@ pub(crate) fn choose(
                     .filter_map(|r| r.strip_prefix("refs/tags/"))
                     .map(str::to_owned)
                     .collect();
-                let (tag, _) = pick(&tags, &req).ok_or_else(|| {
-                    let mut available: Vec<(semver::Version, String)> = tags
-                        .iter()
-                        .filter_map(|t| {
-                            semver::Version::parse(t.strip_prefix('v').unwrap_or(t))
-                                .ok()
-                                .map(|v| (v, t.clone()))
-                        })
-                        .collect();
-                    available.sort();
-                    available.reverse();
-                    FetchError::NoVersionMatches {
-                        url: url.into(),
-                        constraint: req.to_string(),
-                        available: available.into_iter().take(10).map(|(_, t)| t).collect(),
-                    }
-                })?;
+                let (tag, _) =
+                    pick(&tags, &req).ok_or_else(|| no_version_matches(url, &req, &tags))?;
                 by_name(&tag).ok_or_else(|| not_found(format!("tag {tag}")))
             }
         },

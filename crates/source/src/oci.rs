@@ -118,6 +118,25 @@ pub(crate) fn pick(tags: &[String], req: &semver::VersionReq) -> Option<(String,
         .max_by(|a, b| a.1.cmp(&b.1))
 }
 
+/// No tag satisfies `req`: the error names the newest semver tags (at most 10).
+pub(crate) fn no_version_matches(
+    url: &str,
+    req: &semver::VersionReq,
+    tags: &[String],
+) -> FetchError {
+    let mut available: Vec<(semver::Version, String)> = tags
+        .iter()
+        .filter_map(|t| tag_version(t).map(|v| (v, t.clone())))
+        .collect();
+    available.sort();
+    available.reverse();
+    FetchError::NoVersionMatches {
+        url: url.into(),
+        constraint: req.to_string(),
+        available: available.into_iter().take(10).map(|(_, t)| t).collect(),
+    }
+}
+
 /// Maps a client error to what a user can act on.
 fn classify(e: OciDistributionError, url: &str, what: &str) -> FetchError {
     let network = |message: String| FetchError::Network {
@@ -519,19 +538,7 @@ async fn resolve(
                     .await
                     .map_err(|e| classify(e, url, "repository"))?,
             };
-            let (tag, _) = pick(&tags, &req).ok_or_else(|| {
-                let mut available: Vec<(semver::Version, String)> = tags
-                    .iter()
-                    .filter_map(|t| tag_version(t).map(|v| (v, t.clone())))
-                    .collect();
-                available.sort();
-                available.reverse();
-                FetchError::NoVersionMatches {
-                    url: url.into(),
-                    constraint: req.to_string(),
-                    available: available.into_iter().take(10).map(|(_, t)| t).collect(),
-                }
-            })?;
+            let (tag, _) = pick(&tags, &req).ok_or_else(|| no_version_matches(url, &req, &tags))?;
             let digest = match probe.digest(target, &tag).await {
                 Some(digest) => digest,
                 None => client
