@@ -205,6 +205,20 @@ fn demo(root: &Path, once: bool) -> anyhow::Result<()> {
 }
 
 impl Demo {
+    /// Fails with the last `log_lines` of the operator's log if its process has exited.
+    fn ensure_operator_running(&mut self, log_lines: usize) -> anyhow::Result<()> {
+        if let Some(child) = self.operator.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            bail!(
+                "the operator exited ({status}); {}:\n{}",
+                self.paths.operator_log.display(),
+                log_tail(&self.paths.operator_log, log_lines)
+            );
+        }
+        Ok(())
+    }
+
     fn kubectl(&self) -> anyhow::Result<&Kubectl> {
         self.kubectl.as_ref().context("the control plane is not up")
     }
@@ -322,15 +336,7 @@ impl Demo {
             if http_status(addr, "/readyz") == Some(200) {
                 return Ok(());
             }
-            if let Some(child) = self.operator.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                bail!(
-                    "the operator exited ({status}); {}:\n{}",
-                    self.paths.operator_log.display(),
-                    log_tail(&self.paths.operator_log, 30)
-                );
-            }
+            self.ensure_operator_running(30)?;
             if started.elapsed() > OPERATOR_TIMEOUT {
                 bail!(
                     "the operator was not ready within {OPERATOR_TIMEOUT:?}; {}:\n{}",
@@ -381,15 +387,7 @@ impl Demo {
                 show_results(transforms);
                 return Ok(());
             }
-            if let Some(child) = self.operator.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                bail!(
-                    "the operator exited ({status}); {}:\n{}",
-                    self.paths.operator_log.display(),
-                    log_tail(&self.paths.operator_log, 40)
-                );
-            }
+            self.ensure_operator_running(40)?;
             if applied.elapsed() > CONVERGE_TIMEOUT {
                 let pending = match &transforms {
                     Ok(transforms) => pending(transforms),
