@@ -126,6 +126,40 @@ pub fn wrappers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xtask/testenv")
 }
 
+/// `<cache>/tools/bin/<name>`, built with `go install <flags…> <package>` through the Go module
+/// proxy unless `current` accepts the one already there (tools for compatibility tests: the
+/// real `cue`, `helm`). Panics with `go install`'s output when it cannot be built.
+pub(crate) fn go_tool(
+    name: &str,
+    package: &str,
+    flags: &[&str],
+    env: &[(&str, &str)],
+    current: impl Fn(&Path) -> bool,
+) -> PathBuf {
+    let bin_dir = cache_root().join("tools/bin");
+    let tool = bin_dir.join(name);
+    if current(&tool) {
+        return tool;
+    }
+    std::fs::create_dir_all(&bin_dir).expect("tools dir");
+    let output = Command::new("go")
+        .arg("install")
+        .args(flags)
+        .arg(package)
+        .env("GOBIN", &bin_dir)
+        .env("GOFLAGS", "-mod=mod")
+        .envs(env.iter().copied())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap_or_else(|e| panic!("running go install for {name} (Go 1.26 is required): {e}"));
+    assert!(
+        output.status.success(),
+        "go install {package} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    tool
+}
+
 /// Root of Pequod's caches outside the repository: `$PEQUOD_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/pequod`, else `~/.cache/pequod`.
 pub fn cache_root() -> PathBuf {

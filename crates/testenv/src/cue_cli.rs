@@ -14,29 +14,18 @@ pub const CUE_VERSION: &str = "v0.17.1";
 pub fn cue() -> PathBuf {
     static CUE: OnceLock<PathBuf> = OnceLock::new();
     CUE.get_or_init(|| {
-        let bin_dir = crate::binaries::cache_root().join("tools/bin");
-        let cue = bin_dir.join("cue");
-        let current = Command::new(&cue).arg("version").output().is_ok_and(|out| {
-            String::from_utf8_lossy(&out.stdout).contains(&format!("cue version {CUE_VERSION}"))
-        });
-        if !current {
-            std::fs::create_dir_all(&bin_dir).expect("tools dir");
-            let output = Command::new("go")
-                .args(["install", &format!("cuelang.org/go/cmd/cue@{CUE_VERSION}")])
-                .env("GOBIN", &bin_dir)
-                .env("GOFLAGS", "-mod=mod")
-                .current_dir(std::env::temp_dir())
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("running go install for cue (Go 1.26 is required): {e}")
-                });
-            assert!(
-                output.status.success(),
-                "go install cuelang.org/go/cmd/cue@{CUE_VERSION} failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        cue
+        crate::binaries::go_tool(
+            "cue",
+            &format!("cuelang.org/go/cmd/cue@{CUE_VERSION}"),
+            &[],
+            &[],
+            |cue| {
+                Command::new(cue).arg("version").output().is_ok_and(|out| {
+                    String::from_utf8_lossy(&out.stdout)
+                        .contains(&format!("cue version {CUE_VERSION}"))
+                })
+            },
+        )
     })
     .clone()
 }

@@ -20,45 +20,27 @@ const HELM_KUBE_MINOR: &str = "37";
 pub fn helm() -> PathBuf {
     static HELM: OnceLock<PathBuf> = OnceLock::new();
     HELM.get_or_init(|| {
-        let bin_dir = crate::binaries::cache_root().join("tools/bin");
-        let helm = bin_dir.join("helm");
-        let current = Command::new(&helm)
-            .args(["version", "--template", "{{.Version}}"])
-            .output()
-            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == HELM_VERSION);
-        if !current {
-            std::fs::create_dir_all(&bin_dir).expect("tools dir");
-            let ldflags = [
-                format!("-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
-                "-X helm.sh/helm/v3/internal/version.gitTreeState=clean".to_owned(),
-                "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1".to_owned(),
-                format!("-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={HELM_KUBE_MINOR}"),
-                "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1".to_owned(),
-                format!("-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={HELM_KUBE_MINOR}"),
-            ]
-            .join(" ");
-            let output = Command::new("go")
-                .args([
-                    "install",
-                    "-ldflags",
-                    &ldflags,
-                    &format!("helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"),
-                ])
-                .env("GOBIN", &bin_dir)
-                .env("GOFLAGS", "-mod=mod")
-                .env("CGO_ENABLED", "0")
-                .current_dir(std::env::temp_dir())
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("running go install for helm (Go 1.26 is required): {e}")
-                });
-            assert!(
-                output.status.success(),
-                "go install helm.sh/helm/v3/cmd/helm@{HELM_VERSION} failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        helm
+        let ldflags = [
+            format!("-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"),
+            "-X helm.sh/helm/v3/internal/version.gitTreeState=clean".to_owned(),
+            "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1".to_owned(),
+            format!("-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={HELM_KUBE_MINOR}"),
+            "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1".to_owned(),
+            format!("-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={HELM_KUBE_MINOR}"),
+        ]
+        .join(" ");
+        crate::binaries::go_tool(
+            "helm",
+            &format!("helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"),
+            &["-ldflags", &ldflags],
+            &[("CGO_ENABLED", "0")],
+            |helm| {
+                Command::new(helm)
+                    .args(["version", "--template", "{{.Version}}"])
+                    .output()
+                    .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == HELM_VERSION)
+            },
+        )
     })
     .clone()
 }
