@@ -1227,16 +1227,7 @@ impl ChartOperator {
 
     /// SIGTERM; the exit status.
     async fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().expect("running");
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("exits within 30 s of SIGTERM")
-            .expect("wait");
+        let status = support::sigterm(&mut self.child).await;
         (
             status,
             std::fs::read_to_string(&self.log).unwrap_or_default(),

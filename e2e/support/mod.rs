@@ -123,22 +123,27 @@ impl Operator {
 
     /// Sends SIGTERM and waits for the exit status.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("running");
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("exits within 30 s of SIGTERM")
-            .expect("wait")
+        sigterm(&mut self.child).await
     }
 
     /// SIGKILL: the process dies wherever it is.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("SIGKILL");
     }
+}
+
+/// Sends SIGTERM to `child` and waits (at most 30 s) for its exit status.
+pub async fn sigterm(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("running");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits within 30 s of SIGTERM")
+        .expect("wait")
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, failing after `timeout` with `what` and

@@ -9,14 +9,7 @@ use pequod_source::{FetchError, fetch};
 use pequod_testenv::{Profile, shared};
 
 fn cue_ref(source_type: SourceType, reference: &str) -> CueRef {
-    CueRef {
-        source_type,
-        reference: reference.into(),
-        path: None,
-        version: None,
-        pull_secret_ref: None,
-        interval: None,
-    }
+    CueRef::new(source_type, reference)
 }
 
 #[tokio::test]
