@@ -1,5 +1,6 @@
 //! Talking to the API server about one node's object: which resource serves its kind, what we
-//! apply (the rendered object plus ownership marks), and the apply itself.
+//! apply (the object as sent is built by `pequod_graph::scope::sent_object`), and the apply
+//! itself.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -12,7 +13,7 @@ use pequod_metrics::Metrics;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::{ANNOTATION_GRAPH_UID, LABEL_GRAPH, LABEL_GRAPH_NAMESPACE, LABEL_NODE};
+use crate::ANNOTATION_GRAPH_UID;
 
 /// How the API server serves a kind.
 #[derive(Clone, Debug)]
@@ -71,45 +72,6 @@ pub fn api_for(client: &Client, served: &Served, namespace: Option<&str>) -> Api
         (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &served.resource),
         _ => Api::all_with(client.clone(), &served.resource),
     }
-}
-
-/// Identity of the graph that owns what it applies.
-pub struct Owner<'a> {
-    pub name: &'a str,
-    pub namespace: &'a str,
-    pub uid: &'a str,
-}
-
-/// The object to apply: the rendered object, in the graph's namespace when it is namespaced
-/// and says none, with our labels and owner annotation.
-pub fn desired(object: &Value, node_id: &str, namespace: Option<&str>, owner: &Owner<'_>) -> Value {
-    let mut object = object.clone();
-    if !object["metadata"].is_object() {
-        object["metadata"] = serde_json::json!({});
-    }
-    let metadata = &mut object["metadata"];
-    if let Some(namespace) = namespace {
-        metadata["namespace"] = Value::from(namespace);
-    }
-    for (field, entries) in [
-        (
-            "labels",
-            vec![
-                (LABEL_GRAPH, owner.name),
-                (LABEL_GRAPH_NAMESPACE, owner.namespace),
-                (LABEL_NODE, node_id),
-            ],
-        ),
-        ("annotations", vec![(ANNOTATION_GRAPH_UID, owner.uid)]),
-    ] {
-        if !metadata[field].is_object() {
-            metadata[field] = serde_json::json!({});
-        }
-        for (key, value) in entries {
-            metadata[field][key] = Value::from(value);
-        }
-    }
-    object
 }
 
 /// Content hash of what we apply; equal hashes mean nothing to write.

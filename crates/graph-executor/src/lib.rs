@@ -41,22 +41,17 @@ use tracing::Instrument as _;
 pub use pequod_graph::Backoff;
 pub use reconcile::reconcile;
 pub use remove::ANNOTATION_PRUNE;
-pub use scope::Scope;
+pub use scope::{Scope, Selector};
 
 /// The `controller` label of the executor's reconcile metrics.
 pub const CONTROLLER: &str = "graph-executor";
 /// The reporting controller of the executor's Kubernetes Events.
 pub const REPORTER: &str = "pequod-graph-executor";
-/// Label on every object Pequod applies: the owning graph's name.
-pub const LABEL_GRAPH: &str = "platform.pequod.io/graph";
-/// Label on every object Pequod applies: the owning graph's namespace.
-pub const LABEL_GRAPH_NAMESPACE: &str = "platform.pequod.io/graph-namespace";
-/// Label on every object Pequod applies: the node id.
-pub const LABEL_NODE: &str = "platform.pequod.io/node";
+pub use pequod_graph::scope::{
+    ANNOTATION_GRAPH_UID, LABEL_GRAPH, LABEL_GRAPH_NAMESPACE, LABEL_NODE,
+};
 /// Finalizer on every ResourceGraph the executor has started: teardown runs before it goes.
 pub const FINALIZER: &str = "platform.pequod.io/executor";
-/// Annotation with the owning graph's UID: labels can be copied, the UID says it is ours.
-pub const ANNOTATION_GRAPH_UID: &str = "platform.pequod.io/graph-uid";
 
 /// What the executor may do and how hard it may push.
 #[derive(Clone, Debug)]
@@ -88,8 +83,11 @@ impl Default for Config {
 /// Shared by every reconcile.
 #[derive(Clone)]
 pub struct Context {
-    /// The operator's client.
+    /// The client objects are handled with: the operator's, or one impersonating the graph's
+    /// ServiceAccount (see [`Context::acting_for`]).
     pub client: Client,
+    /// Always the operator's own client (namespace labels for the scope decision).
+    pub operator_client: Client,
     /// Configuration.
     pub config: Config,
     /// Watches of the managed kinds; `None` when reconciles are driven by hand (tests).
@@ -110,6 +108,7 @@ impl Context {
     /// A context without watches: reconciles run only when called.
     pub fn new(client: Client, config: Config) -> Self {
         Self {
+            operator_client: client.clone(),
             client,
             config,
             watches: None,
@@ -247,14 +246,14 @@ pub async fn run(
     // A graph writes only into its own namespace and the allowed extra ones, unless it may
     // create namespaces: then watches must see every namespace.
     let watched = (!context.config.namespaces.is_empty()
-        && !context.config.scope.allow_cluster_scoped)
-        .then(|| {
-            let mut namespaces = context.config.namespaces.clone();
-            namespaces.extend(context.config.scope.extra_namespaces.iter().cloned());
-            namespaces.sort();
-            namespaces.dedup();
-            namespaces
-        });
+        && !context.config.scope.any_cluster_scope())
+    .then(|| {
+        let mut namespaces = context.config.namespaces.clone();
+        namespaces.extend(context.config.scope.extra_namespaces.iter().cloned());
+        namespaces.sort();
+        namespaces.dedup();
+        namespaces
+    });
     context.watches = Some(Arc::new(watches::Watches::new(client, triggers, watched)));
     let context = Arc::new(context);
     let controller = Controller::new(graphs, watcher::Config::default()).with_config(

@@ -14,11 +14,12 @@ use pequod_api::{
     ApplyMode, ConflictPolicy, DriftPolicy, GraphNode, GraphPhase, InventoryEntry, NodePhase,
     NodeStatus, ObjectRef, ReadyRule, ReadyRuleType, ResourceGraph, ResourceGraphStatus,
 };
+use pequod_graph::scope::{self as boundary, Owner, WriteMode};
 use pequod_graph::{Dag, NodeSpec, NodeState, Readiness};
 use pequod_metrics::Metrics;
 use serde_json::Value;
 
-use crate::apply::{self, Owner, Resolver, Served};
+use crate::apply::{self, Resolver, Served};
 use crate::{Context, Error, FINALIZER, events, remove};
 
 /// Everything learned about one node before planning.
@@ -125,6 +126,7 @@ async fn execute(
     old_status: ResourceGraphStatus,
 ) -> Result<(Action, usize), Error> {
     let name = graph.name_any();
+    let namespace = graph.namespace().unwrap_or_default();
     let generation = graph.metadata.generation;
     let previous: HashMap<&str, &NodeStatus> = old_status
         .nodes
@@ -144,7 +146,12 @@ async fn execute(
         &old_status.inventory,
     )
     .await?;
-    let results = apply_all(graph, ctx, &observed, &to_apply, uid).await;
+    let owner = Owner {
+        name: &name,
+        namespace: &namespace,
+        uid,
+    };
+    let results = apply_all(graph, ctx, &observed, &to_apply, owner, &inventory).await;
     let (nodes, ready, failed) = node_statuses(
         graph,
         &observed,
@@ -194,7 +201,21 @@ async fn execute(
 /// Why a graph is refused before any write: (reason, message).
 type Refusal = (&'static str, String);
 
-/// Validate: resolve kinds, build the DAG, check the scope. Writes nothing.
+/// Deepest object a node may render (a scalar is 1): objects nest far less than this, and a
+/// graph nested deeper could not be decoded back from the API server.
+pub const MAX_OBJECT_DEPTH: usize = 48;
+
+/// The write mode of a node, for the boundary.
+fn write_mode(mode: ApplyMode) -> WriteMode {
+    match mode {
+        ApplyMode::Apply => WriteMode::Apply,
+        ApplyMode::Create => WriteMode::Create,
+        ApplyMode::Adopt => WriteMode::Adopt,
+    }
+}
+
+/// Validate: check each node's fields, resolve kinds, build each object exactly as it will be
+/// sent, decide the scope on that object, build the DAG. Writes nothing.
 async fn validate(
     graph: &ResourceGraph,
     ctx: &Context,
@@ -204,20 +225,21 @@ async fn validate(
     let mut resolver = Resolver::new(ctx.client.clone());
     let mut observed = Vec::with_capacity(graph.spec.nodes.len());
     let mut specs = Vec::with_capacity(graph.spec.nodes.len());
-    let scope = ctx.config.scope.for_graph_creating(
-        graph
-            .spec
-            .nodes
-            .iter()
-            .filter(|n| n.object["apiVersion"] == "v1" && n.object["kind"] == "Namespace")
-            .filter_map(|n| {
-                n.object
-                    .pointer("/metadata/name")?
-                    .as_str()
-                    .map(str::to_owned)
-            }),
-    );
+    let mut cluster_scoped = Vec::with_capacity(graph.spec.nodes.len());
     for node in &graph.spec.nodes {
+        if let Err(refusal) =
+            boundary::check_ignore_fields(&node.id, &node.apply_policy.ignore_fields)
+        {
+            return Ok(Err((refusal.reason(), refusal.to_string())));
+        }
+        let depth = boundary::depth(&node.object);
+        if depth > MAX_OBJECT_DEPTH {
+            let message = format!(
+                "node {:?}: object is nested {depth} levels deep; at most {MAX_OBJECT_DEPTH} are allowed",
+                node.id
+            );
+            return Ok(Err(("InvalidGraph", message)));
+        }
         let api_version = node.object["apiVersion"].as_str().unwrap_or_default();
         let kind = node.object["kind"].as_str().unwrap_or_default();
         let served = resolver
@@ -232,20 +254,21 @@ async fn validate(
             .and_then(Value::as_str);
         let resolved_namespace =
             namespaced.then(|| object_namespace.unwrap_or(namespace).to_owned());
-        let mut desired =
-            apply::desired(&node.object, &node.id, resolved_namespace.as_deref(), owner);
-        // Fields left to other managers (an HPA's replicas) are never applied.
-        pequod_graph::remove_fields(&mut desired, &node.apply_policy.ignore_fields);
+        // Fields left to other managers (an HPA's replicas) are removed before the namespace
+        // and the ownership marks are set: nothing a node says can undo either.
+        let desired = boundary::sent_object(
+            &node.object,
+            &node.id,
+            resolved_namespace.as_deref(),
+            owner,
+            &node.apply_policy.ignore_fields,
+        );
         let spec = match NodeSpec::from_object(&node.id, &desired, node.depends_on.clone()) {
             Ok(spec) => spec,
             Err(e) => {
                 return Ok(Err(("InvalidGraph", e.to_string())));
             }
         };
-        if let Some(refusal) = scope.refusal(namespace, &spec.object, !namespaced) {
-            let message = format!("node {:?}: {refusal}", node.id);
-            return Ok(Err(("OutOfScope", message)));
-        }
         let hash = apply::content_hash(&desired);
         observed.push(Observed {
             served,
@@ -256,10 +279,59 @@ async fn validate(
             drift: Vec::new(),
         });
         specs.push(spec);
+        cluster_scoped.push(!namespaced);
+    }
+    let scope = match graph_boundary(graph, ctx, namespace).await? {
+        Ok(scope) => scope.with_own_namespaces(
+            specs
+                .iter()
+                .zip(&graph.spec.nodes)
+                .map(|(spec, node)| (&spec.object, write_mode(node.apply_policy.mode))),
+        ),
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    for ((spec, node), cluster) in specs.iter().zip(&graph.spec.nodes).zip(cluster_scoped) {
+        let mode = write_mode(node.apply_policy.mode);
+        if let Some(refusal) = scope.refusal(&node.id, &spec.object, cluster, mode) {
+            return Ok(Err((refusal.reason(), refusal.to_string())));
+        }
     }
     Ok(Dag::build(specs)
         .map(|dag| (dag, observed))
         .map_err(|e| ("InvalidGraph", e.to_string())))
+}
+
+/// This graph's boundary: the operator's scope, with cluster-scoped kinds only when its
+/// namespace is trusted (its labels read with the operator's own client).
+async fn graph_boundary(
+    graph: &ResourceGraph,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Result<pequod_graph::Boundary, Refusal>, Error> {
+    let scope = &ctx.config.scope;
+    let labels = if scope.needs_namespace_labels() {
+        let namespaces =
+            Api::<k8s_openapi::api::core::v1::Namespace>::all(ctx.operator_client.clone());
+        match namespaces.get_opt(namespace).await {
+            Ok(found) => found.map(|n| n.labels().clone()),
+            Err(kube::Error::Api(refused)) if refused.code == 403 => {
+                let message = format!(
+                    "the operator may not read Namespace {namespace:?} to check its labels against the cluster-scope selector: {}",
+                    refused.message
+                );
+                return Ok(Err(("OutOfScope", message)));
+            }
+            Err(e) => return Err(Error::Observe(e)),
+        }
+    } else {
+        None
+    };
+    let impersonating = graph.spec.service_account_name.is_some();
+    Ok(Ok(scope.boundary(
+        namespace,
+        labels.as_ref(),
+        impersonating,
+    )))
 }
 
 /// Observe: live objects, and the readiness of nodes already applied at this content.
@@ -270,6 +342,7 @@ async fn observe(
     previous: &HashMap<&str, &NodeStatus>,
 ) -> Result<HashMap<String, NodeState>, Error> {
     let mut states: HashMap<String, NodeState> = HashMap::new();
+    let graph_uid = graph.uid().unwrap_or_default();
     for (node, seen) in graph.spec.nodes.iter().zip(observed.iter_mut()) {
         let Some(served) = &seen.served else { continue };
         let api = apply::api_for(&ctx.client, served, seen.namespace.as_deref());
@@ -290,6 +363,14 @@ async fn observe(
             .and_then(|p| p.applied_hash.as_deref())
             == Some(seen.hash.as_str());
         if let (Some(live), true) = (&seen.live, applied) {
+            if node.apply_policy.mode != ApplyMode::Create
+                && let Some(taken) = taken_over(live, &graph_uid)
+            {
+                // Someone else's now: never Ready, and the next apply is refused until the
+                // object is ours again (or gone, when it is re-created).
+                states.insert(node.id.clone(), NodeState::Failed(taken));
+                continue;
+            }
             let live = serde_json::to_value(live).unwrap_or_default();
             if node.apply_policy.mode != ApplyMode::Create {
                 // Fields the server stored differently from what we sent are not drift.
@@ -322,6 +403,27 @@ async fn observe(
         }
     }
     Ok(states)
+}
+
+/// Why an object this graph applied is no longer its own (its UID annotation changed or was
+/// removed), naming who holds it now; `None` while it is ours.
+fn taken_over(live: &kube::api::DynamicObject, graph_uid: &str) -> Option<String> {
+    if apply::owned_by(live, graph_uid) {
+        return None;
+    }
+    let object = format!(
+        "{} {}",
+        live.types.as_ref().map_or("object", |t| t.kind.as_str()),
+        live.name_any()
+    );
+    Some(
+        match boundary::owner_of(live.labels(), live.annotations()) {
+            Some(other) => format!("{object} was taken over: it now belongs to {other}"),
+            None => format!(
+                "{object} lost this graph's ownership marks (someone removed them); it is left alone until they are restored or the object is deleted"
+            ),
+        },
+    )
 }
 
 /// Plan, then pick the node indices to apply now (including failed applies to retry) and
@@ -404,22 +506,41 @@ async fn record(
     Ok(inventory)
 }
 
-/// Apply, bounded in parallel; a failure only marks its node.
+/// Apply, bounded in parallel; a failure only marks its node. An object in a namespace other
+/// than the graph's own (or the operator's extra ones) is applied only once the inventory
+/// holds that Namespace with the UID this graph created it with.
 async fn apply_all(
     graph: &ResourceGraph,
     ctx: &Context,
     observed: &[Observed],
     to_apply: &[usize],
-    uid: &str,
+    owner: Owner<'_>,
+    inventory: &[InventoryEntry],
 ) -> Vec<(usize, Result<kube::api::DynamicObject, String>)> {
+    let created: HashSet<&str> = inventory
+        .iter()
+        .filter(|e| e.api_version == "v1" && e.kind == "Namespace" && e.uid.is_some())
+        .map(|e| e.name.as_str())
+        .collect();
+    let extra = &ctx.config.scope.extra_namespaces;
     futures::stream::iter(to_apply.iter().copied())
         .map(|i| {
             let node = &graph.spec.nodes[i];
             let seen = &observed[i];
             let client = ctx.client.clone();
-            let uid = uid.to_owned();
             let metrics = &ctx.metrics;
-            async move { (i, apply_node(&client, node, seen, &uid, metrics).await) }
+            let foreign = seen.namespace.as_deref().filter(|ns| {
+                *ns != owner.namespace && !extra.iter().any(|e| e == ns) && !created.contains(ns)
+            });
+            async move {
+                if let Some(namespace) = foreign {
+                    let refused = format!(
+                        "namespace {namespace:?} was not created by this graph (yet); a graph writes outside its own namespace only into Namespaces it created"
+                    );
+                    return (i, Err(refused));
+                }
+                (i, apply_node(&client, node, seen, owner, metrics).await)
+            }
         })
         .buffer_unordered(ctx.config.apply_concurrency.max(1))
         .collect()
@@ -807,7 +928,7 @@ async fn apply_node(
     client: &kube::Client,
     node: &GraphNode,
     seen: &Observed,
-    graph_uid: &str,
+    owner: Owner<'_>,
     metrics: &Metrics,
 ) -> Result<kube::api::DynamicObject, String> {
     let Some(served) = &seen.served else {
@@ -819,16 +940,28 @@ async fn apply_node(
         .unwrap_or_default();
     let mut adopting = false;
     if let Some(live) = &seen.live {
-        let ours = apply::owned_by(live, graph_uid);
+        let ours = apply::owned_by(live, owner.uid);
         adopting = !ours && node.apply_policy.mode == ApplyMode::Adopt;
         match node.apply_policy.mode {
             ApplyMode::Create => return Ok(live.clone()),
             ApplyMode::Apply if !ours => {
+                let held = boundary::owner_of(live.labels(), live.annotations())
+                    .map_or_else(String::new, |other| format!(" (it belongs to {other})"));
                 return Err(format!(
-                    "{name} already exists and is not managed by this graph; set applyPolicy.mode Adopt to take it over"
+                    "{name} already exists and is not managed by this graph{held}; set applyPolicy.mode Adopt to take over an object nobody manages"
                 ));
             }
             ApplyMode::Apply | ApplyMode::Adopt => {}
+        }
+        if adopting
+            && let Some(why) = boundary::adoption_refusal(
+                &owner,
+                live.namespace().as_deref(),
+                live.labels(),
+                live.annotations(),
+            )
+        {
+            return Err(format!("{name} cannot be adopted: {why}"));
         }
     }
     if adopting && let Some(live) = &seen.live {

@@ -1,106 +1,215 @@
-//! The security boundary: a graph writes only namespaced objects in its own namespace unless
-//! the operator allows more. Checked for every node before anything is written.
+//! The operator's scope settings, turned into one graph's [`Boundary`] (the decision itself is
+//! in the pure core, `pequod_graph::scope`).
 
-use pequod_graph::ObjectKey;
+use std::collections::BTreeMap;
 
-/// Where graphs may write beyond their own namespace.
+use pequod_graph::{Boundary, KindPattern};
+
+/// Where graphs may write beyond their own namespace (operator settings).
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
-    /// Allow cluster-scoped objects (Namespaces, CRDs, ClusterRoles…).
-    pub allow_cluster_scoped: bool,
+    /// Cluster-scoped kinds graphs may write (`Namespace`, `Kind.group`, `*.group`, `*`);
+    /// empty: none.
+    pub cluster_kinds: Vec<KindPattern>,
+    /// Only graphs in namespaces whose labels match this selector get `cluster_kinds`;
+    /// `None`: every namespace.
+    pub cluster_namespace_selector: Option<Selector>,
     /// Namespaces any graph may also write to.
     pub extra_namespaces: Vec<String>,
+    /// Graphs may write Roles, RoleBindings, ClusterRoles and ClusterRoleBindings without
+    /// impersonating a ServiceAccount (with the operator's own rights).
+    pub rbac_without_identity: bool,
 }
 
 impl Scope {
-    /// This scope for a graph that creates the Namespaces `created`: when cluster-scoped
-    /// objects are allowed, a graph may also fill the Namespaces it creates itself.
+    /// A scope granting every cluster-scoped kind to every graph (the old
+    /// `--allow-cluster-scoped`).
     #[must_use]
-    pub fn for_graph_creating(&self, created: impl IntoIterator<Item = String>) -> Scope {
-        let mut scope = self.clone();
-        if self.allow_cluster_scoped {
-            scope.extra_namespaces.extend(created);
+    pub fn all_cluster_kinds(self) -> Self {
+        Self {
+            cluster_kinds: vec![KindPattern::any()],
+            ..self
         }
-        scope
     }
 
-    /// Why `object` (with its resolved namespace; `None` for cluster-scoped) may not be written
-    /// by a graph in `graph_namespace`, or `None` when it may.
-    pub fn refusal(
+    /// Whether any graph may write cluster-scoped objects.
+    pub fn any_cluster_scope(&self) -> bool {
+        !self.cluster_kinds.is_empty()
+    }
+
+    /// Whether granting cluster-scoped kinds depends on the labels of a graph's namespace.
+    pub fn needs_namespace_labels(&self) -> bool {
+        self.any_cluster_scope() && self.cluster_namespace_selector.is_some()
+    }
+
+    /// The boundary of a graph in `namespace` (whose labels are `labels` when
+    /// [`Scope::needs_namespace_labels`]), applied as a ServiceAccount or not.
+    pub fn boundary(
         &self,
-        graph_namespace: &str,
-        object: &ObjectKey,
-        cluster_scoped: bool,
-    ) -> Option<String> {
-        if cluster_scoped {
-            return (!self.allow_cluster_scoped).then(|| {
-                format!(
-                    "{object} is cluster-scoped; the operator does not allow cluster-scoped objects"
-                )
-            });
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+        impersonating: bool,
+    ) -> Boundary {
+        let trusted = match &self.cluster_namespace_selector {
+            None => true,
+            Some(selector) => labels.is_some_and(|l| selector.matches(l)),
+        };
+        Boundary {
+            namespace: namespace.to_owned(),
+            cluster_kinds: if trusted {
+                self.cluster_kinds.clone()
+            } else {
+                Vec::new()
+            },
+            extra_namespaces: self.extra_namespaces.clone(),
+            own_namespaces: std::collections::BTreeSet::new(),
+            impersonating,
+            rbac_without_identity: self.rbac_without_identity,
         }
-        let namespace = object.namespace.as_deref().unwrap_or(graph_namespace);
-        if namespace == graph_namespace || self.extra_namespaces.iter().any(|n| n == namespace) {
-            return None;
+    }
+}
+
+/// An equality-based label selector, as `kubectl -l` writes it: `key=value`, `key!=value`,
+/// `key` (present), `!key` (absent), comma-separated; all must hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selector {
+    requirements: Vec<Requirement>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+impl Selector {
+    /// Parses `a=b,c!=d,e,!f`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let key_ok = |k: &str| {
+            !k.is_empty()
+                && k.len() <= 317
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        };
+        let value_ok = |v: &str| {
+            v.len() <= 63
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        let mut requirements = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let requirement = if let Some((k, v)) = part.split_once("!=") {
+                (key_ok(k.trim()) && value_ok(v.trim()))
+                    .then(|| Requirement::NotEquals(k.trim().into(), v.trim().into()))
+            } else if let Some((k, v)) = part.split_once('=') {
+                let v = v.strip_prefix('=').unwrap_or(v);
+                (key_ok(k.trim()) && value_ok(v.trim()))
+                    .then(|| Requirement::Equals(k.trim().into(), v.trim().into()))
+            } else if let Some(k) = part.strip_prefix('!') {
+                key_ok(k.trim()).then(|| Requirement::Absent(k.trim().into()))
+            } else {
+                key_ok(part).then(|| Requirement::Exists(part.into()))
+            };
+            requirements.push(requirement.ok_or_else(|| {
+                format!("{part:?} is not a label requirement (key=value, key!=value, key or !key)")
+            })?);
         }
-        Some(format!(
-            "{object} is in namespace {namespace:?}; this graph may only write to {graph_namespace:?}"
-        ))
+        if requirements.is_empty() {
+            return Err(format!("{text:?} is an empty label selector"));
+        }
+        Ok(Self { requirements })
+    }
+
+    /// Whether `labels` satisfy every requirement.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::Absent(k) => !labels.contains_key(k),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pequod_graph::{ObjectKey, WriteMode};
 
-    #[test]
-    fn a_graph_may_fill_the_namespace_it_creates_only_with_cluster_scope() {
-        let strict = Scope::default().for_graph_creating(["dev".to_owned()]);
-        assert!(strict.refusal("team", &key(Some("dev")), false).is_some());
-        let open = Scope {
-            allow_cluster_scoped: true,
-            extra_namespaces: Vec::new(),
-        }
-        .for_graph_creating(["dev".to_owned()]);
-        assert_eq!(open.refusal("team", &key(Some("dev")), false), None);
-        assert!(open.refusal("team", &key(Some("prod")), false).is_some());
-    }
-
-    fn key(namespace: Option<&str>) -> ObjectKey {
-        ObjectKey {
-            group: String::new(),
-            kind: "ConfigMap".into(),
-            namespace: namespace.map(str::to_owned),
-            name: "c".into(),
-        }
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
-    fn own_namespace_only_by_default() {
-        let scope = Scope::default();
-        assert_eq!(scope.refusal("team", &key(Some("team")), false), None);
-        assert_eq!(
-            scope.refusal("team", &key(None), false),
-            None,
-            "defaults to the graph's namespace"
-        );
+    fn selectors() {
+        let selector =
+            Selector::parse("pequod.io/trusted=true, tier!=dev,team,!frozen").expect("ok");
+        assert!(selector.matches(&labels(&[("pequod.io/trusted", "true"), ("team", "a")])));
+        assert!(!selector.matches(&labels(&[("pequod.io/trusted", "false"), ("team", "a")])));
+        assert!(!selector.matches(&labels(&[("pequod.io/trusted", "true")])));
+        assert!(!selector.matches(&labels(&[
+            ("pequod.io/trusted", "true"),
+            ("team", "a"),
+            ("frozen", "")
+        ])));
+        assert!(!selector.matches(&labels(&[
+            ("pequod.io/trusted", "true"),
+            ("team", "a"),
+            ("tier", "dev")
+        ])));
         assert!(
-            scope
-                .refusal("team", &key(Some("kube-system")), false)
-                .unwrap()
-                .contains("may only write to \"team\"")
+            Selector::parse("a==b")
+                .expect("==")
+                .matches(&labels(&[("a", "b")]))
         );
-        assert!(
-            scope
-                .refusal("team", &key(None), true)
-                .unwrap()
-                .contains("cluster-scoped")
-        );
-        let wider = Scope {
-            allow_cluster_scoped: true,
-            extra_namespaces: vec!["shared".into()],
+        for bad in ["", " , ", "a b=c", "=x", "a=b c", "!", "a in (b)"] {
+            assert!(Selector::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cluster_kinds_only_for_trusted_namespaces() {
+        let scope = Scope {
+            cluster_kinds: vec![KindPattern::parse("Namespace").expect("kind")],
+            cluster_namespace_selector: Some(Selector::parse("trusted=yes").expect("ok")),
+            ..Scope::default()
         };
-        assert_eq!(wider.refusal("team", &key(Some("shared")), false), None);
-        assert_eq!(wider.refusal("team", &key(None), true), None);
+        let namespace = ObjectKey {
+            group: String::new(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: "dev".into(),
+        };
+        let trusted = scope.boundary("team", Some(&labels(&[("trusted", "yes")])), false);
+        assert_eq!(
+            trusted.refusal("ns", &namespace, true, WriteMode::Apply),
+            None
+        );
+        for untrusted in [
+            scope.boundary("team", Some(&labels(&[("trusted", "no")])), false),
+            scope.boundary("team", None, false),
+        ] {
+            assert!(
+                untrusted
+                    .refusal("ns", &namespace, true, WriteMode::Apply)
+                    .is_some()
+            );
+        }
+        let everyone = Scope::default().all_cluster_kinds();
+        assert!(everyone.any_cluster_scope() && !everyone.needs_namespace_labels());
+        assert_eq!(
+            everyone.boundary("team", None, false).refusal(
+                "ns",
+                &namespace,
+                true,
+                WriteMode::Apply
+            ),
+            None
+        );
     }
 }

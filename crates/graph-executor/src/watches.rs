@@ -115,6 +115,7 @@ impl Watches {
         let triggers = self.triggers.clone();
         tracing::debug!(kind = %resource.kind, watches = apis.len(), "starting watch");
         tokio::spawn(async move {
+            let mut owners = Owners::default();
             let config = watcher::Config::default().labels(LABEL_GRAPH);
             let mut events = futures::stream::select_all(apis.into_iter().map(|api| {
                 watcher::watcher(api, config.clone())
@@ -122,10 +123,9 @@ impl Watches {
                     .boxed()
             }));
             while let Some(event) = events.next().await {
-                let objects = match event {
-                    Ok(Event::Apply(object) | Event::Delete(object) | Event::InitApply(object)) => {
-                        vec![object]
-                    }
+                let (object, deleted) = match event {
+                    Ok(Event::Apply(object) | Event::InitApply(object)) => (object, false),
+                    Ok(Event::Delete(object)) => (object, true),
                     Ok(_) => continue,
                     Err(error) => {
                         // The watcher backs off and resumes by itself.
@@ -133,19 +133,46 @@ impl Watches {
                         continue;
                     }
                 };
-                for object in objects {
-                    let labels = object.labels();
-                    if let (Some(name), Some(namespace)) =
-                        (labels.get(LABEL_GRAPH), labels.get(LABEL_GRAPH_NAMESPACE))
-                    {
-                        let graph = ObjectRef::<ResourceGraph>::new(name).within(namespace);
-                        if triggers.unbounded_send(graph).is_err() {
-                            return;
-                        }
+                for graph in owners.changed(&object, deleted) {
+                    if triggers.unbounded_send(graph).is_err() {
+                        return;
                     }
                 }
             }
         })
+    }
+}
+
+/// The graph each watched object belonged to when last seen, by object UID: when its labels
+/// are changed to another graph's (or removed), the graph it was taken from is told at once,
+/// not at its next periodic look.
+#[derive(Default)]
+struct Owners {
+    by_uid: HashMap<String, (String, String)>,
+}
+
+impl Owners {
+    /// The graphs to wake for this event of `object` (`deleted`: gone, or no longer labelled
+    /// as any graph's): its owner now and, if that differs, its owner before.
+    fn changed(
+        &mut self,
+        object: &PartialObjectMeta<DynamicObject>,
+        deleted: bool,
+    ) -> Vec<ObjectRef<ResourceGraph>> {
+        let labels = object.labels();
+        let now = match (labels.get(LABEL_GRAPH), labels.get(LABEL_GRAPH_NAMESPACE)) {
+            (Some(name), Some(namespace)) => Some((namespace.clone(), name.clone())),
+            _ => None,
+        };
+        let before = match (object.uid(), &now) {
+            (Some(uid), Some(owner)) if !deleted => self.by_uid.insert(uid, owner.clone()),
+            (Some(uid), _) => self.by_uid.remove(&uid),
+            (None, _) => None,
+        };
+        now.iter()
+            .chain(before.iter().filter(|b| now.as_ref() != Some(*b)))
+            .map(|(namespace, name)| ObjectRef::<ResourceGraph>::new(name).within(namespace))
+            .collect()
     }
 }
 

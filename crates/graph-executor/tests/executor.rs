@@ -383,10 +383,7 @@ async fn invalid_or_out_of_scope_graphs_stall_before_any_write() {
     assert!(namespaces.get_opt("sneaky").await.expect("get").is_none());
 
     // The same cluster-scoped graph is applied when the operator allows it.
-    let scope = Scope {
-        allow_cluster_scoped: true,
-        extra_namespaces: Vec::new(),
-    };
+    let scope = Scope::default().all_cluster_kinds();
     let allowing = Arc::new(Context::new(
         client.clone(),
         Config {
@@ -930,7 +927,15 @@ async fn a_service_account_graph_is_limited_by_rbac() {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
             "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": ns}]}),
     ];
-    let admin = Arc::new(Context::new(client.clone(), Config::default()));
+    // The operator's own rights write this setup: RBAC without an identity must be allowed.
+    let trusting = Config {
+        scope: Scope {
+            rbac_without_identity: true,
+            ..Scope::default()
+        },
+        ..Config::default()
+    };
+    let admin = Arc::new(Context::new(client.clone(), trusting));
     let setup_graphs = create_graph(
         &client,
         &ns,
@@ -1013,10 +1018,7 @@ fn widget_crd() -> Value {
 #[tokio::test]
 async fn a_custom_resource_waits_for_its_crd_then_proceeds() {
     let (client, ns, _) = setup("crd-later").await;
-    let scope = Scope {
-        allow_cluster_scoped: true,
-        extra_namespaces: Vec::new(),
-    };
+    let scope = Scope::default().all_cluster_kinds();
     let ctx = Arc::new(Context::new(
         client.clone(),
         Config {

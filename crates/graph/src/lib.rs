@@ -8,6 +8,8 @@
 //! - [`plan`] decides, from the graph and what is observed, which nodes to apply now, which are
 //!   blocked and by what, and in which waves stale or deleted objects are removed.
 //!
+//! - [`scope`] is the tenant boundary: which objects a graph may write, decided on the object
+//!   exactly as it is sent, and which `ignoreFields` a node may have.
 //! - [`backoff`] spaces out retries of failing objects.
 //! - [`drift`] finds the desired fields someone else changed, and strips fields left to others.
 //!
@@ -18,9 +20,11 @@ pub mod dag;
 pub mod drift;
 pub mod plan;
 pub mod readiness;
+pub mod scope;
 
 pub use backoff::Backoff;
 pub use dag::{Dag, GraphError, NodeSpec, ObjectKey};
 pub use drift::{drifted_fields, remove_fields};
 pub use plan::{NodeState, Plan, plan, removal_waves};
 pub use readiness::{Readiness, ReadyRule, evaluate};
+pub use scope::{Boundary, KindPattern, ScopeError, WriteMode};
