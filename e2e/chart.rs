@@ -427,6 +427,10 @@ const FLAGS_NOT_IN_ARGS: &[(&str, &str)] = &[
         "--insecure-registries",
         "only when insecureRegistries is set",
     ),
+    (
+        "--allow-local-sources",
+        "tests and local demos only, never a cluster's setting",
+    ),
     ("--help", "not a setting"),
     ("--version", "not a setting"),
 ];

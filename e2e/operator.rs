@@ -184,6 +184,7 @@ async fn a_webservice_from_each_source_converges_updates_in_place_and_tears_down
 
     module_edit_prunes_the_dropped_node(&client, &ns, &operator).await;
     schema_violation_keeps_the_graph(&client, &ns, &operator).await;
+    local_sources_are_refused(&client, &ns, &operator).await;
 
     // Delete: ordered teardown, finalizers removed, nothing left.
     let services = Api::<Service>::namespaced(client.clone(), &ns);
@@ -265,6 +266,38 @@ async fn schema_violation_keeps_the_graph(client: &kube::Client, ns: &str, opera
         before,
         "the running graph is untouched"
     );
+}
+
+/// Without `--allow-local-sources`, a Git module on the operator's own disk or on loopback is
+/// refused: `Fetched=False`, permanently, and nothing is rendered.
+async fn local_sources_are_refused(client: &kube::Client, ns: &str, operator: &Operator) {
+    let transforms = Api::<Transform>::namespaced(client.clone(), ns);
+    for (name, reference) in [
+        ("from-disk", "file:///etc#main"),
+        ("from-loopback", "git://127.0.0.1:9418/platform#main"),
+    ] {
+        let spec = json!({"cueRef": {"type": "git", "ref": reference}, "input": {}});
+        create_transform(client, ns, name, spec).await;
+        let (_, _, message) = eventually(
+            &format!("{name} Fetched=False"),
+            MINUTE,
+            &[operator],
+            || async {
+                let t = transforms.get(name).await.ok()?;
+                condition(&t, "Fetched").filter(|(status, ..)| status == "False")
+            },
+        )
+        .await;
+        assert!(message.contains("source not allowed"), "{name}: {message}");
+        assert!(
+            Api::<ResourceGraph>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await
+                .expect("get")
+                .is_none(),
+            "{name}: nothing rendered"
+        );
+    }
 }
 
 #[tokio::test]

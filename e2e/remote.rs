@@ -2,6 +2,7 @@
 //! modules published by the real `cue mod publish` to Debian's `docker-registry` and committed
 //! to a `git daemon`, both on 127.0.0.1. Versions are pinned, floated and followed; registry
 //! failures end in conditions a user can act on while the running graph stays as it was.
+//! Being on 127.0.0.1, they need the operator's `--allow-local-sources`.
 
 mod support;
 
@@ -147,6 +148,7 @@ async fn oci_modules_by_version_constraint_digest_and_with_a_dependency() {
         &ns,
         "oci",
         &[
+            "--allow-local-sources",
             &format!("--insecure-registries={addr}"),
             &format!("--cue-registry={addr}"),
         ],
@@ -298,7 +300,10 @@ async fn registry_failures_are_named_and_the_running_graph_stays() {
     let operator = Operator::start(
         &ns,
         "oci-failures",
-        &[&format!("--insecure-registries={addr},{}", locked.addr)],
+        &[
+            "--allow-local-sources",
+            &format!("--insecure-registries={addr},{}", locked.addr),
+        ],
     )
     .await;
     let repository = format!("{addr}/example.com/site");
@@ -377,7 +382,7 @@ async fn a_git_branch_that_advances_re_renders() {
     };
     let first = commit("one");
     let (client, ns) = namespace("e2e-git").await;
-    let operator = Operator::start(&ns, "git", &[]).await;
+    let operator = Operator::start(&ns, "git", &["--allow-local-sources"]).await;
     let spec = json!({
         "cueRef": {"type": "git", "ref": format!("{}#main", git.url("platform")), "interval": "1s"},
         "input": {},

@@ -313,6 +313,8 @@ impl Demo {
             .arg(addr.to_string())
             .arg(format!("--insecure-registries={}", modules::REGISTRY))
             .arg(format!("--cue-registry={}", modules::REGISTRY))
+            // The demo's registry and git daemon serve the modules on 127.0.0.1.
+            .arg("--allow-local-sources")
             .env("KUBECONFIG", &kubeconfig)
             // A log file, not a terminal: no colour codes in it.
             .env("NO_COLOR", "1")

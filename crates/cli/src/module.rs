@@ -99,6 +99,9 @@ pub fn fetch_dependencies(module: &mut LocalModule) -> anyhow::Result<()> {
         cache_dir: pequod_cue::default_cache_dir()
             .parent()
             .map(|root| root.join("sources")),
+        // The platform engineer runs `pequod` on their own machine, often against a
+        // registry on localhost: the operator's refusal of local sources protects a cluster.
+        allow_local_sources: true,
         ..pequod_source::SourceConfig::default()
     });
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -222,6 +222,7 @@ async fn cue_and_pequods_oci_source_consume_what_pequod_publish_pushes() {
     // Pequod's own OCI source: semver constraint, package path, digest.
     let sources = Sources::new(SourceConfig {
         insecure_registries: vec![registry.addr.clone()],
+        allow_local_sources: true,
         ..SourceConfig::default()
     });
     let mut cue_ref = CueRef::new(

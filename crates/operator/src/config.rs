@@ -20,6 +20,7 @@ pub enum LogFormat {
 /// `pequod-operator`: runs the transform-controller and the graph-executor.
 #[derive(Clone, Debug, Parser)]
 #[command(version, about)]
+#[allow(clippy::struct_excessive_bools)] // independent command-line switches, not a state
 pub struct Args {
     /// Namespaces whose Transforms and graphs are reconciled (comma-separated); empty means all.
     #[arg(long, env = "PEQUOD_NAMESPACES", value_delimiter = ',')]
@@ -76,6 +77,12 @@ pub struct Args {
     /// exits anyway (keep it below the Pod's terminationGracePeriodSeconds).
     #[arg(long, env = "PEQUOD_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Also fetch modules from this host and its disk: loopback, link-local and unspecified
+    /// hosts, Git over plain `http://`, `file://` URLs and local paths. For tests and the local
+    /// demo only: in a cluster, application teams would reach the operator's pod and files.
+    #[arg(long, env = "PEQUOD_ALLOW_LOCAL_SOURCES")]
+    pub allow_local_sources: bool,
 
     /// Connect and read timeout of registry requests and Git connections (e.g. `30s`).
     #[arg(long, env = "PEQUOD_SOURCE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -185,6 +192,12 @@ mod tests {
         assert!(!args.leader_elect);
         assert_eq!(args.cue_timeout, Duration::from_secs(2));
         assert_eq!(args.http_addr.to_string(), "127.0.0.1:8080");
+        assert!(
+            !args.allow_local_sources,
+            "sources are network hosts by default"
+        );
+        let local = Args::try_parse_from(["pequod-operator", "--allow-local-sources"]);
+        assert!(local.expect("parse").allow_local_sources);
         assert!(Args::try_parse_from(["pequod-operator", "--leader-elect=maybe"]).is_err());
         assert!(
             Args::try_parse_from(["pequod-operator", "--cue-registry=a.example+fast"]).is_err(),

@@ -246,6 +246,7 @@ fn sources(args: &Args) -> pequod_source::Sources {
         cache_dir,
         cache_max_bytes: args.source_cache_max_bytes,
         cache_ttl: args.source_cache_ttl,
+        allow_local_sources: args.allow_local_sources,
     })
 }
 

@@ -59,24 +59,15 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    pub(crate) fn parse(reference: &str) -> Result<Self, FetchError> {
+    /// Splits off the `#ref` and checks the URL ([`crate::allowed::git_url`]).
+    pub(crate) fn parse(reference: &str, allow_local: bool) -> Result<Self, FetchError> {
         let (url, fragment) = match reference.split_once('#') {
             Some((url, fragment)) if !fragment.is_empty() => (url, Some(fragment.to_owned())),
             Some((url, _)) => (url, None),
             None => (reference, None),
         };
-        let scp_like = !url.contains("://") && url.contains('@') && url.contains(':');
-        let known = ["git://", "https://", "http://", "ssh://", "file://"];
-        if !(scp_like || known.iter().any(|s| url.starts_with(s))) {
-            return Err(FetchError::InvalidRef {
-                reference: reference.into(),
-                reason: "expected a repository URL (https://, ssh://, git://, user@host:path) \
-                         with an optional #branch, #tag or #commit"
-                    .into(),
-            });
-        }
         Ok(Self {
-            url: url.into(),
+            url: crate::allowed::git_url(url, allow_local)?,
             fragment,
         })
     }
@@ -545,11 +536,13 @@ pub(crate) async fn fetch(
     package: String,
 ) -> Result<Fetched, FetchError> {
     let url = target.url.clone();
+    // What messages and the status show: the URL without credentials.
+    let shown = crate::allowed::redact(&url);
     let (dir, _scratch) = repo_dir(sources.config.cache_dir.as_deref(), &url);
     let lock = sources.git_locks.of(&dir);
     let _held = lock.lock().await;
     let local_error = |message: String| FetchError::Registry {
-        url: url.clone(),
+        url: shown.clone(),
         message: format!("local Git cache: {message}"),
     };
     let auth = std::sync::Arc::new(auth);
@@ -559,7 +552,7 @@ pub(crate) async fn fetch(
         Some(sha) if version.is_none() => Resolved {
             refname: None,
             name: None,
-            commit: Oid::from_str(sha).map_err(|e| classify(&e, &url))?,
+            commit: Oid::from_str(sha).map_err(|e| classify(&e, &shown))?,
         },
         _ => {
             let (dir, url_owned, auth) = (dir.clone(), url.clone(), auth.clone());
@@ -570,10 +563,10 @@ pub(crate) async fn fetch(
             .await
             .map_err(|e| local_error(e.to_string()))?
             .map_err(|(e, message)| match e {
-                Some(e) => classify(&e, &url),
+                Some(e) => classify(&e, &shown),
                 None => local_error(message),
             })?;
-            choose(&refs, target.fragment.as_deref(), version, &url)?
+            choose(&refs, target.fragment.as_deref(), version, &shown)?
         }
     };
     let commit = resolved.commit.to_string();
@@ -599,16 +592,16 @@ pub(crate) async fn fetch(
         .await
         .map_err(|e| local_error(e.to_string()))?
         .map_err(|(e, message)| match e {
-            Some(e) => match classify(&e, &url) {
+            Some(e) => match classify(&e, &shown) {
                 FetchError::Registry { .. } if pin => FetchError::ModuleNotFound {
-                    url: url.clone(),
+                    url: shown.clone(),
                     what: format!("commit {commit}"),
                 },
                 other => other,
             },
             None => match message.strip_prefix("bad:") {
                 Some(reason) => FetchError::BadArtifact {
-                    url: url.clone(),
+                    url: shown.clone(),
                     reason: reason.to_owned(),
                 },
                 None => local_error(message),
@@ -621,7 +614,7 @@ pub(crate) async fn fetch(
         Some(name) => format!("{name}@{commit}"),
         None => commit,
     };
-    finish(&files, &package, &url, version)
+    finish(&files, &package, &shown, version)
 }
 
 fn finish(
@@ -652,11 +645,22 @@ mod tests {
 
     #[test]
     fn refs_parse_with_fragments() {
-        let t = Target::parse("https://example.com/platform.git#v1.2.0").unwrap();
+        let t = Target::parse("https://example.com/platform.git#v1.2.0", false).unwrap();
         assert_eq!(t.url, "https://example.com/platform.git");
         assert_eq!(t.fragment.as_deref(), Some("v1.2.0"));
-        assert!(Target::parse("git@example.com:org/repo.git").is_ok());
-        assert!(Target::parse("example.com/repo").is_err());
+        assert!(Target::parse("git@example.com:org/repo.git", false).is_ok());
+        assert!(Target::parse("example.com/repo", false).is_err());
+        let t = Target::parse("GIT://example.com/platform#main", false).unwrap();
+        assert_eq!(
+            t.url, "git://example.com/platform",
+            "the scheme in lower case"
+        );
+        assert!(matches!(
+            Target::parse("file:///srv/platform#main", false),
+            Err(FetchError::SourceNotAllowed { .. })
+        ));
+        let t = Target::parse("file:///srv/platform#main", true).unwrap();
+        assert_eq!(t.url, "file:///srv/platform");
     }
 
     #[test]

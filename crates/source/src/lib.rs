@@ -11,6 +11,11 @@
 //!   the tags ([`oci`]). Credentials come from `pullSecretRef`; downloads are cached by digest;
 //! - `git`: a module in a Git repository (`url[#branch|#tag|#commit]`), `version` a tag,
 //!   branch or semver constraint over tags; fetched shallow, cached by commit.
+//!
+//! Remote sources are network locations only (module `allowed`): Git over `https://`, `ssh://`,
+//! `git://` or scp-style, on hosts (Git and registries alike) that are not the operator's own
+//! (loopback, link-local, cloud metadata, unspecified), unless
+//! [`SourceConfig::allow_local_sources`] says otherwise.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +25,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 use pequod_api::{CueRef, SourceType};
 
+mod allowed;
 mod archive;
 mod cache;
 pub use cache::CacheStats;
@@ -188,6 +194,16 @@ pub enum FetchError {
         /// Why.
         source: Box<FetchError>,
     },
+    /// The source is one the operator must not reach: a Git scheme other than https, ssh and
+    /// git, a local path, or a loopback, link-local or unspecified host (see
+    /// [`SourceConfig::allow_local_sources`]).
+    #[error("{url}: source not allowed: {reason}")]
+    SourceNotAllowed {
+        /// The module URL, without credentials.
+        url: String,
+        /// What is refused, and what is allowed.
+        reason: String,
+    },
     /// The module has no CUE files in the package directory `path`.
     #[error("{url}: no .cue files in package directory {path:?} (cueRef.path)")]
     PackageNotFound {
@@ -236,6 +252,11 @@ pub struct SourceConfig {
     pub timeout: Duration,
     /// Where the CUE modules a module depends on are fetched from (`CUE_REGISTRY` syntax).
     pub cue_registry: cue_registry::CueRegistry,
+    /// Also fetch from the operator's own host and disk: loopback, link-local and unspecified
+    /// hosts (Git, registries, dependency registries), Git over plain `http://`, `file://` and
+    /// local paths. For tests, local demos and the `pequod` CLI on a developer's machine only:
+    /// in a cluster, `cueRef` is written by application teams.
+    pub allow_local_sources: bool,
 }
 
 impl Default for SourceConfig {
@@ -247,6 +268,7 @@ impl Default for SourceConfig {
             cache_ttl: Duration::from_secs(7 * 24 * 3600),
             timeout: Duration::from_secs(30),
             cue_registry: cue_registry::CueRegistry::default(),
+            allow_local_sources: false,
         }
     }
 }
@@ -441,7 +463,8 @@ impl Sources {
                 .await
             }
             SourceType::Git => {
-                let target = git::Target::parse(&cue_ref.reference)?;
+                let target =
+                    git::Target::parse(&cue_ref.reference, self.config.allow_local_sources)?;
                 let auth = match secret.as_ref() {
                     Some(secret) => git::GitAuth::from_secret(secret)?,
                     None => git::GitAuth::default(),

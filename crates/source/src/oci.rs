@@ -248,11 +248,12 @@ pub(crate) async fn fetch(
     credentials: Option<Basic>,
     package: String,
 ) -> Result<Fetched, FetchError> {
+    let url = target.url();
+    crate::allowed::registry_host(&target.registry, &url, sources.config.allow_local_sources)?;
     let insecure = sources
         .config
         .insecure_registries
         .contains(&target.registry);
-    let url = target.url();
     let (files, digest, tag) = fetch_files(
         sources,
         target,
@@ -322,6 +323,9 @@ pub(crate) async fn dependency(
         digest: sources.pinned_dependency(location),
     };
     let url = format!("{} (dependency {module})", target.url());
+    // The registries come from the operator's CUE registry setting, but the module (hostile
+    // input) chooses which prefix, so which of them, is asked.
+    crate::allowed::registry_host(&location.host, &url, sources.config.allow_local_sources)?;
     let insecure = location.insecure || sources.config.insecure_registries.contains(&location.host);
     let (files, digest, _) = fetch_files(
         sources,

@@ -53,7 +53,10 @@ async fn branches_tags_constraints_and_commits_resolve() {
     let shas = repository(&server);
     let url = server.url("platform");
     let kube = offline_kube_client();
-    let sources = Sources::new(SourceConfig::default());
+    let sources = Sources::new(SourceConfig {
+        allow_local_sources: true,
+        ..SourceConfig::default()
+    });
     let fetch = |reference: String, version: Option<&'static str>| {
         let (sources, kube) = (&sources, &kube);
         async move {
@@ -130,6 +133,7 @@ async fn a_branch_advance_gives_a_new_digest_and_the_cache_saves_fetches() {
     let cache_dir = std::env::temp_dir().join(pequod_testenv::unique_name("pequod-git-cache"));
     let sources = Sources::new(SourceConfig {
         cache_dir: Some(cache_dir.clone()),
+        allow_local_sources: true,
         ..SourceConfig::default()
     });
     let on_main = git_ref(&format!("{url}#main"), None, Some("platform/web"));
@@ -142,6 +146,7 @@ async fn a_branch_advance_gives_a_new_digest_and_the_cache_saves_fetches() {
     // Nothing changed: one ref listing, no fetch.
     let sources = Sources::new(SourceConfig {
         cache_dir: Some(cache_dir.clone()),
+        allow_local_sources: true,
         ..SourceConfig::default()
     });
     let before = server.connections();
@@ -203,6 +208,7 @@ async fn concurrent_fetches_share_one_local_repository() {
     let cache_dir = std::env::temp_dir().join(pequod_testenv::unique_name("pequod-git-many"));
     let sources = std::sync::Arc::new(Sources::new(SourceConfig {
         cache_dir: Some(cache_dir.clone()),
+        allow_local_sources: true,
         ..SourceConfig::default()
     }));
     let mut tasks = tokio::task::JoinSet::new();
@@ -228,4 +234,43 @@ async fn concurrent_fetches_share_one_local_repository() {
         result.expect("task").expect("concurrent fetch");
     }
     std::fs::remove_dir_all(cache_dir).expect("remove cache");
+}
+
+/// `file://` URLs and paths read the operator's own disk, and the `git daemon` here is on
+/// loopback: all refused, permanently, unless the operator allows local sources.
+#[tokio::test]
+async fn local_repositories_are_refused_unless_local_sources_are_allowed() {
+    let server = GitServer::start();
+    repository(&server);
+    let path = server.path("platform").display().to_string();
+    let references = [format!("file://{path}"), path, server.url("platform")];
+    let kube = offline_kube_client();
+    let at_tag =
+        |reference: &str| git_ref(&format!("{reference}#v1.2.0"), None, Some("platform/web"));
+
+    let strict = Sources::new(SourceConfig::default());
+    for reference in &references {
+        match strict.fetch(&kube, "ns", &at_tag(reference)).await {
+            Err(e @ FetchError::SourceNotAllowed { .. }) => {
+                assert!(!e.is_transient(), "{e}");
+                assert!(e.to_string().contains(reference.as_str()), "{e}");
+            }
+            other => panic!("{reference} by default: {other:?}"),
+        }
+    }
+
+    let local = Sources::new(SourceConfig {
+        allow_local_sources: true,
+        ..SourceConfig::default()
+    });
+    for reference in &references {
+        let fetched = local
+            .fetch(&kube, "ns", &at_tag(reference))
+            .await
+            .unwrap_or_else(|e| panic!("{reference} with local sources allowed: {e}"));
+        assert!(
+            fetched.files["web/web.cue"].contains("1.2.0"),
+            "{reference}"
+        );
+    }
 }

@@ -83,7 +83,10 @@ async fn https_style_basic_auth_from_pull_secrets() {
             .await
             .expect("secret");
     }
-    let sources = Sources::new(SourceConfig::default());
+    let sources = Sources::new(SourceConfig {
+        allow_local_sources: true,
+        ..SourceConfig::default()
+    });
     for name in ["basic", "token"] {
         let fetched = sources
             .fetch(&client, &ns, &git_ref(&url, Some(name)))
@@ -158,13 +161,19 @@ async fn ssh_keys_and_known_hosts_from_pull_secrets() {
             .await
             .expect("secret");
     }
-    let sources = Sources::new(SourceConfig::default());
+    let sources = Sources::new(SourceConfig {
+        allow_local_sources: true,
+        ..SourceConfig::default()
+    });
     let fetched = sources
         .fetch(&client, &ns, &git_ref(&url, Some("key")))
         .await
         .unwrap_or_else(|e| panic!("over ssh: {e}"));
     assert_eq!(fetched.package, "web");
-    let sources = Sources::new(SourceConfig::default());
+    let sources = Sources::new(SourceConfig {
+        allow_local_sources: true,
+        ..SourceConfig::default()
+    });
     sources
         .fetch(&client, &ns, &git_ref(&url, Some("hashed")))
         .await

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use pequod_api::{CueRef, SourceType};
-use pequod_source::{FetchError, Sources};
+use pequod_source::{FetchError, SourceConfig, Sources};
 use support::offline_kube_client;
 
 #[test]
@@ -32,7 +32,11 @@ fn a_server_that_never_answers_times_out() {
         let cue_ref = CueRef::new(SourceType::Git, format!("git://{addr}/platform#main"));
         tokio::time::timeout(
             Duration::from_secs(30),
-            Sources::default().fetch(&offline_kube_client(), "team-a", &cue_ref),
+            Sources::new(SourceConfig {
+                allow_local_sources: true,
+                ..SourceConfig::default()
+            })
+            .fetch(&offline_kube_client(), "team-a", &cue_ref),
         )
         .await
     });

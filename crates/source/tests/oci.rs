@@ -13,6 +13,7 @@ fn sources(registry: &Registry, cache_dir: Option<std::path::PathBuf>) -> Source
     Sources::new(SourceConfig {
         insecure_registries: vec![registry.addr.clone()],
         cache_dir,
+        allow_local_sources: true,
         ..SourceConfig::default()
     })
 }

@@ -78,6 +78,7 @@ async fn pull_secrets_authenticate_and_wrong_ones_say_unauthorized() {
 
     let sources = Sources::new(SourceConfig {
         insecure_registries: vec![addr.clone()],
+        allow_local_sources: true,
         ..SourceConfig::default()
     });
     let base = oci_ref(

@@ -51,6 +51,7 @@ async fn a_module_published_by_cue_mod_publish_renders() {
     // CUE's registry rules: repository = prefix + module path without the major version.
     let sources = Sources::new(SourceConfig {
         insecure_registries: vec![addr.clone()],
+        allow_local_sources: true,
         ..SourceConfig::default()
     });
     let fetched = sources

@@ -59,6 +59,7 @@ async fn a_dependency_declared_by_cue_mod_tidy_is_fetched_and_evaluated() {
     let sources = Sources::new(SourceConfig {
         insecure_registries: vec![addr.clone()],
         cue_registry: CueRegistry::parse(&addr).expect("registry setting"),
+        allow_local_sources: true,
         ..SourceConfig::default()
     });
     let app_ref = oci_ref(&format!("{addr}/example.com/app"), Some("v0.2.0"), None);
@@ -131,6 +132,7 @@ async fn a_missing_or_unroutable_dependency_names_itself() {
         let sources = Sources::new(SourceConfig {
             insecure_registries: vec![addr.clone()],
             cue_registry: CueRegistry::parse(cue_registry).expect("registry setting"),
+            allow_local_sources: true,
             ..SourceConfig::default()
         });
         let app_ref = app_ref.clone();
@@ -169,5 +171,59 @@ async fn a_missing_or_unroutable_dependency_names_itself() {
     let unreachable = fetch("127.0.0.1:9")
         .await
         .expect_err("registry unreachable");
+    assert!(unreachable.is_transient(), "{unreachable:?}");
+}
+
+/// A registry on the operator's own host is refused, before any connection, for the module
+/// and for the registry its dependencies are routed to, unless local sources are allowed.
+#[tokio::test]
+async fn loopback_registries_are_refused_unless_local_sources_are_allowed() {
+    let config = |allow_local_sources| SourceConfig {
+        insecure_registries: vec!["127.0.0.1:9".into()],
+        cue_registry: CueRegistry::parse("127.0.0.1:9").expect("registry setting"),
+        allow_local_sources,
+        ..SourceConfig::default()
+    };
+    let strict = Sources::new(config(false));
+    let module = oci_ref("127.0.0.1:9/example.com/app", Some("v1.0.0"), None);
+    match strict
+        .fetch(&offline_kube_client(), "team-a", &module)
+        .await
+    {
+        Err(e @ FetchError::SourceNotAllowed { .. }) => {
+            assert!(!e.is_transient(), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("oci://127.0.0.1:9/example.com/app: source not allowed"),
+                "{e}"
+            );
+        }
+        other => panic!("a loopback registry: {other:?}"),
+    }
+    let files = std::collections::BTreeMap::from([(
+        "cue.mod/module.cue".to_owned(),
+        format!("{APP_MODULE}deps: \"example.com/labels@v0\": v: \"v0.1.0\"\n"),
+    )]);
+    let refused = strict
+        .fetch_dependencies(&files, "app")
+        .await
+        .expect_err("a loopback dependency registry");
+    assert!(
+        matches!(refused.cause(), FetchError::SourceNotAllowed { .. }) && !refused.is_transient(),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("dependency example.com/labels@v0 v0.1.0"),
+        "{refused}"
+    );
+
+    // Allowed: the registry is asked, and nothing listens on port 9.
+    let local = Sources::new(config(true));
+    let unreachable = local
+        .fetch_dependencies(&files, "app")
+        .await
+        .expect_err("nothing listens");
     assert!(unreachable.is_transient(), "{unreachable:?}");
 }

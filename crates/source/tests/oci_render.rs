@@ -41,6 +41,7 @@ async fn a_published_platform_module_renders_from_the_registry() {
 
     let sources = Sources::new(SourceConfig {
         insecure_registries: vec![addr.clone()],
+        allow_local_sources: true,
         ..SourceConfig::default()
     });
     let kube = offline_kube_client();
