@@ -278,7 +278,7 @@ async fn local_sources_are_refused(client: &kube::Client, ns: &str, operator: &O
     ] {
         let spec = json!({"cueRef": {"type": "git", "ref": reference}, "input": {}});
         create_transform(client, ns, name, spec).await;
-        let (_, _, message) = eventually(
+        let (_, reason, message) = eventually(
             &format!("{name} Fetched=False"),
             MINUTE,
             &[operator],
@@ -289,6 +289,7 @@ async fn local_sources_are_refused(client: &kube::Client, ns: &str, operator: &O
         )
         .await;
         assert!(message.contains("source not allowed"), "{name}: {message}");
+        assert_eq!(reason, "SourceNotAllowed", "{name}");
         assert!(
             Api::<ResourceGraph>::namespaced(client.clone(), ns)
                 .get_opt(name)

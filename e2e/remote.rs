@@ -67,7 +67,7 @@ fn work_dir(name: &str) -> PathBuf {
 }
 
 fn oci(reference: &str, version: Option<&str>) -> serde_json::Value {
-    let mut cue_ref = json!({"type": "oci", "ref": reference, "interval": "1s"});
+    let mut cue_ref = json!({"type": "oci", "ref": reference, "interval": "10s"});
     if let Some(version) = version {
         cue_ref["version"] = json!(version);
     }
@@ -384,7 +384,7 @@ async fn a_git_branch_that_advances_re_renders() {
     let (client, ns) = namespace("e2e-git").await;
     let operator = Operator::start(&ns, "git", &["--allow-local-sources"]).await;
     let spec = json!({
-        "cueRef": {"type": "git", "ref": format!("{}#main", git.url("platform")), "interval": "1s"},
+        "cueRef": {"type": "git", "ref": format!("{}#main", git.url("platform")), "interval": "10s"},
         "input": {},
     });
     create_transform(&client, &ns, "branch", spec).await;

@@ -10,6 +10,7 @@ pub mod crd;
 mod digest;
 pub mod duration;
 pub mod events;
+pub mod lenient;
 pub mod reference;
 pub mod resource_graph;
 mod schema;
@@ -35,3 +36,13 @@ pub const GROUP: &str = "platform.pequod.io";
 pub const VERSION: &str = "v1alpha1";
 /// The field manager Pequod uses for every server-side apply.
 pub const FIELD_MANAGER: &str = "pequod";
+
+/// The message of a caught panic (`std::panic::catch_unwind`), for the log line and status
+/// that replace it: a panic in one reconcile never takes the operator down.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}

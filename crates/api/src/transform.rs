@@ -1,5 +1,7 @@
 //! The `Transform`: what an application team applies to get a platform rendered from a CUE module.
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -35,7 +37,11 @@ pub struct TransformSpec {
 
     /// Input for the module, validated by the module's `#Input` schema. Free-form: any fields are
     /// kept and handed to the module, merged with `valuesFrom` (later sources win).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::lenient::free_form"
+    )]
     #[schemars(schema_with = "preserve_unknown_object")]
     pub input: Option<serde_json::Value>,
 
@@ -73,9 +79,16 @@ pub struct TransformSpec {
     pub adopt: Vec<AdoptRule>,
 
     /// How long the graph may take to become Ready before the Transform reports `Stalled`
-    /// with reason `Timeout`, as a Go duration (`90s`, `5m`, `1h30m`). Empty means no limit.
+    /// with reason `Timeout`, as a Go duration (`90s`, `5m`, `1h30m`), between 1s and 168h.
+    /// Empty means no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"), length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "duration(self) >= duration('1s') && duration(self) <= duration('168h')",
+            "message": "spec.timeout must be between 1s and 168h",
+        },
+    ]))]
     pub timeout: Option<String>,
 }
 
@@ -127,9 +140,16 @@ pub struct CueRef {
     pub pull_secret_ref: Option<LocalObjectReference>,
 
     /// How often a mutable reference (tag, branch, version constraint) is checked for changes,
-    /// as a Go duration (`5m`). A digest or commit SHA pins exactly and is never re-checked.
+    /// as a Go duration (`5m`) between 10s and 168h (default 5m). A digest or commit SHA pins
+    /// exactly and is never re-checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"), length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "duration(self) >= duration('10s') && duration(self) <= duration('168h')",
+            "message": "cueRef.interval must be between 10s and 168h",
+        },
+    ]))]
     pub interval: Option<String>,
 }
 
@@ -147,7 +167,50 @@ impl CueRef {
     }
 }
 
+/// Shortest `cueRef.interval` (the CRD and the controller both hold it).
+pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest `cueRef.interval` and `spec.timeout`.
+pub const MAX_DURATION: Duration = Duration::from_secs(168 * 3600);
+/// Shortest `spec.timeout` (a deadline is looked at once, so it cannot loop).
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Parses a spec duration (`field` names it in the message) and checks it is within
+/// `[min, MAX_DURATION]`; never overflows.
+pub fn bounded_duration(field: &str, text: &str, min: Duration) -> Result<Duration, String> {
+    let parsed = crate::parse_duration(text).map_err(|e| format!("{field}: {e}"))?;
+    if parsed < min || parsed > MAX_DURATION {
+        return Err(format!(
+            "{field} {text:?} is out of range: it must be between {}s and {}h",
+            min.as_secs(),
+            MAX_DURATION.as_secs() / 3600
+        ));
+    }
+    Ok(parsed)
+}
+
 impl TransformSpec {
+    /// What makes this spec unusable although the API server stored it (written before the
+    /// CRD had its bounds, or nested too deep to decode): `input` too deep, too large or
+    /// undecodable, `interval` or `timeout` out of range. `None` when it is usable.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(input) = &self.input
+            && let Some(why) = crate::lenient::problem(input, crate::lenient::MAX_INPUT_BYTES)
+        {
+            return Some(format!("spec.input is {why}"));
+        }
+        if let Some(interval) = &self.cue_ref.interval
+            && let Err(why) = bounded_duration("spec.cueRef.interval", interval, MIN_INTERVAL)
+        {
+            return Some(why);
+        }
+        if let Some(timeout) = &self.timeout
+            && let Err(why) = bounded_duration("spec.timeout", timeout, MIN_TIMEOUT)
+        {
+            return Some(why);
+        }
+        None
+    }
+
     /// A spec rendering `cue_ref` with `input` and every other field at its default (no
     /// valuesFrom, not suspended, Delete, Correct).
     pub fn new(cue_ref: CueRef, input: Option<serde_json::Value>) -> Self {
@@ -296,7 +359,11 @@ pub struct TransformStatus {
     pub ready_nodes: Option<String>,
 
     /// Values the module exports (for example a URL).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::lenient::free_form"
+    )]
     #[schemars(schema_with = "preserve_unknown_object")]
     pub outputs: Option<serde_json::Value>,
 
@@ -371,4 +438,48 @@ pub struct HistoryEntry {
     pub version: Option<String>,
     /// When the revision was written.
     pub applied_at: Time,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_durations_are_bounded_without_overflow() {
+        let interval = |t: &str| bounded_duration("i", t, MIN_INTERVAL);
+        assert_eq!(interval("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(interval("168h"), Ok(MAX_DURATION));
+        for out in [
+            "9.999s",
+            "1ms",
+            "168h0.5s",
+            "5124095576030000h",
+            "1e400",
+            "0",
+        ] {
+            assert!(interval(out).is_err(), "{out}");
+        }
+        let mut spec = TransformSpec::new(CueRef::new(SourceType::Oci, "r/m"), None);
+        assert_eq!(spec.problem(), None);
+        spec.cue_ref.interval = Some("1ms".into());
+        assert!(
+            spec.problem()
+                .is_some_and(|p| p.contains("spec.cueRef.interval"))
+        );
+        spec.cue_ref.interval = None;
+        spec.timeout = Some("999ms".into());
+        assert!(spec.problem().is_some_and(|p| p.contains("between 1s and 168h")));
+        spec.timeout = Some("5124095576030000h".into());
+        assert!(spec.problem().is_some_and(|p| p.contains("spec.timeout")));
+        spec.timeout = None;
+        let mut deep = serde_json::json!(1);
+        for _ in 0..40 {
+            deep = serde_json::json!({ "a": deep });
+        }
+        spec.input = Some(deep);
+        assert!(
+            spec.problem()
+                .is_some_and(|p| p.starts_with("spec.input is nested"))
+        );
+    }
 }

@@ -221,6 +221,89 @@ async fn invalid_transforms_are_rejected_with_the_validation_message() {
 }
 
 #[tokio::test]
+async fn spec_durations_are_bounded_by_the_crd() {
+    let (_env, client, ns) = setup("bounds-tf").await;
+    let base = |spec: serde_json::Value| {
+        json!({
+            "apiVersion": "platform.pequod.io/v1alpha1",
+            "kind": "Transform",
+            "metadata": {"name": "bad"},
+            "spec": spec,
+        })
+    };
+    let interval = |text: &str| json!({"cueRef": {"type": "oci", "ref": "r/m", "interval": text}});
+    let timeout =
+        |text: &str| json!({"cueRef": {"type": "embedded", "ref": "webservice"}, "timeout": text});
+    let bounds = [
+        (
+            "interval below 10s",
+            interval("9s"),
+            "cueRef.interval must be between 10s and 168h",
+        ),
+        (
+            "interval of 1ms",
+            interval("1ms"),
+            "cueRef.interval must be between 10s and 168h",
+        ),
+        (
+            "interval above 168h",
+            interval("168h1s"),
+            "cueRef.interval must be between 10s and 168h",
+        ),
+        (
+            "overflowing interval",
+            interval("5124095576030000h"),
+            "spec.cueRef.interval",
+        ),
+        (
+            "huge interval text",
+            interval(&"9".repeat(40)),
+            "spec.cueRef.interval",
+        ),
+        (
+            "timeout below 1s",
+            timeout("999ms"),
+            "spec.timeout must be between 1s and 168h",
+        ),
+        (
+            "timeout above 168h",
+            timeout("169h"),
+            "spec.timeout must be between 1s and 168h",
+        ),
+        (
+            "overflowing timeout",
+            timeout("99999999999999999999h"),
+            "spec.timeout",
+        ),
+    ];
+    for (case, spec, expected) in bounds {
+        let err = create_raw(&client, &ns, "Transform", base(spec))
+            .await
+            .expect_err(&format!("{case}: must be rejected"));
+        assert!(
+            err.contains(expected),
+            "{case}: expected {expected:?} in {err}"
+        );
+    }
+    // The bounds themselves are accepted.
+    for (i, spec) in [
+        interval("10s"),
+        interval("168h"),
+        timeout("1s"),
+        timeout("168h"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut body = base(spec);
+        body["metadata"]["name"] = json!(format!("edge-{i}"));
+        create_raw(&client, &ns, "Transform", body)
+            .await
+            .expect("a duration at the bound is accepted");
+    }
+}
+
+#[tokio::test]
 async fn invalid_graphs_are_rejected_with_the_validation_message() {
     let (_env, client, ns) = setup("invalid-rg").await;
     let with_nodes = |nodes: serde_json::Value| {

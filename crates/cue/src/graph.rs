@@ -21,6 +21,15 @@ pub fn interpret(response: Response) -> Result<Rendered, EvalError> {
     let nodes = nodes(graph)?;
     let violations = violations(response.violations)?;
     let outputs = response.outputs.filter(|o| !o.is_null());
+    if let Some(outputs) = &outputs {
+        let depth = pequod_api::lenient::depth(outputs);
+        if depth > pequod_api::lenient::MAX_DEPTH {
+            return Err(EvalError::InvalidGraph(format!(
+                "outputs are nested {depth} levels deep; at most {} are allowed",
+                pequod_api::lenient::MAX_DEPTH
+            )));
+        }
+    }
     Ok(Rendered {
         nodes,
         outputs,
@@ -135,6 +144,13 @@ fn check_object(at: &str, object: &serde_json::Value) -> Result<(), EvalError> {
             )));
         }
     }
+    let depth = pequod_api::lenient::depth(object);
+    if depth > pequod_api::lenient::MAX_OBJECT_DEPTH {
+        return Err(EvalError::InvalidGraph(format!(
+            "{at}: object is nested {depth} levels deep; at most {} are allowed",
+            pequod_api::lenient::MAX_OBJECT_DEPTH
+        )));
+    }
     Ok(())
 }
 
@@ -211,6 +227,36 @@ mod tests {
             "severity defaults to Error"
         );
         assert_eq!(rendered.outputs, Some(json!({"url": "http://x"})));
+    }
+
+    #[test]
+    fn objects_and_outputs_nested_too_deep_are_refused() {
+        let nest = |levels: usize| {
+            let mut value = serde_json::json!("leaf");
+            for _ in 1..levels {
+                value = serde_json::json!({ "x": value });
+            }
+            value
+        };
+        let limit = pequod_api::lenient::MAX_OBJECT_DEPTH;
+        let with_data = |levels: usize| {
+            let mut object = cm("deep");
+            // The object itself is one level.
+            object["data"] = nest(levels - 1);
+            response(serde_json::json!({"nodes": [{"id": "a", "object": object}]}))
+        };
+        assert!(interpret(with_data(limit)).is_ok());
+        let refused = interpret(with_data(limit + 1)).expect_err("too deep");
+        assert!(
+            refused.to_string().contains("nested 49 levels"),
+            "{refused}"
+        );
+        let mut deep_outputs = response(serde_json::json!({"nodes": []}));
+        deep_outputs.outputs = Some(nest(pequod_api::lenient::MAX_DEPTH + 1));
+        assert!(interpret(deep_outputs).is_err());
+        let mut outputs = response(serde_json::json!({"nodes": []}));
+        outputs.outputs = Some(nest(pequod_api::lenient::MAX_DEPTH));
+        assert!(interpret(outputs).is_ok());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
@@ -189,6 +189,9 @@ pub enum Error {
     /// Writing the graph's status failed.
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
+    /// The reconcile panicked (a bug); retried with backoff, the process keeps running.
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
     /// The object has no namespace or name (never from the API server).
     #[error("malformed ResourceGraph: {0}")]
     Malformed(String),
@@ -292,7 +295,13 @@ pub async fn run(
                     }
                     let key = key_of(&graph);
                     let started = Instant::now();
-                    let result = reconcile(graph, ctx.clone()).await;
+                    // A bug met by one graph must not take the others down with the process.
+                    let result = std::panic::AssertUnwindSafe(reconcile(graph, ctx.clone()))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            Err(Error::Panicked(pequod_api::panic_message(panic.as_ref())))
+                        });
                     ctx.metrics
                         .reconciled(CONTROLLER, &result, started.elapsed());
                     if result.is_ok() {

@@ -201,10 +201,6 @@ async fn execute(
 /// Why a graph is refused before any write: (reason, message).
 type Refusal = (&'static str, String);
 
-/// Deepest object a node may render (a scalar is 1): objects nest far less than this, and a
-/// graph nested deeper could not be decoded back from the API server.
-pub const MAX_OBJECT_DEPTH: usize = 48;
-
 /// The write mode of a node, for the boundary.
 fn write_mode(mode: ApplyMode) -> WriteMode {
     match mode {
@@ -232,11 +228,12 @@ async fn validate(
         {
             return Ok(Err((refusal.reason(), refusal.to_string())));
         }
-        let depth = boundary::depth(&node.object);
-        if depth > MAX_OBJECT_DEPTH {
+        let depth = pequod_api::lenient::depth(&node.object);
+        if depth > pequod_api::lenient::MAX_OBJECT_DEPTH {
             let message = format!(
-                "node {:?}: object is nested {depth} levels deep; at most {MAX_OBJECT_DEPTH} are allowed",
-                node.id
+                "node {:?}: object is nested {depth} levels deep; at most {} are allowed",
+                node.id,
+                pequod_api::lenient::MAX_OBJECT_DEPTH
             );
             return Ok(Err(("InvalidGraph", message)));
         }

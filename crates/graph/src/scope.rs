@@ -496,22 +496,6 @@ pub fn adoption_refusal(
     }
 }
 
-/// Depth of a JSON value (a scalar is 1).
-pub fn depth(value: &Value) -> usize {
-    // Iterative: the value itself may be deeper than the stack allows.
-    let mut deepest = 0;
-    let mut stack = vec![(value, 1_usize)];
-    while let Some((value, level)) = stack.pop() {
-        deepest = deepest.max(level);
-        match value {
-            Value::Array(items) => stack.extend(items.iter().map(|v| (v, level + 1))),
-            Value::Object(map) => stack.extend(map.values().map(|v| (v, level + 1))),
-            _ => {}
-        }
-    }
-    deepest
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -830,16 +814,6 @@ mod tests {
         assert!(elsewhere.contains("namespace \"other\""), "{elsewhere}");
         assert!(adoption_refusal(&owner, None, &none, &none).is_some());
         assert_eq!(owner_of(&none, &none), None);
-    }
-
-    #[test]
-    fn depth_is_counted_without_recursion() {
-        let mut deep = json!(1);
-        for _ in 0..500 {
-            deep = json!([deep]);
-        }
-        assert_eq!(depth(&deep), 501);
-        assert_eq!(depth(&json!({"a": {"b": 1}, "c": 2})), 3);
     }
 
     fn arbitrary_pointer() -> impl Strategy<Value = String> {

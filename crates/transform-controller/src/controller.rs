@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
@@ -169,7 +169,13 @@ pub async fn run(
                     }
                     let key = key_of(&transform);
                     let started = Instant::now();
-                    let result = reconcile(transform, ctx.clone()).await;
+                    // A bug met by one object must not take the others down with the process.
+                    let result = std::panic::AssertUnwindSafe(reconcile(transform, ctx.clone()))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            Err(Error::Panicked(pequod_api::panic_message(panic.as_ref())))
+                        });
                     ctx.metrics.reconciled(CONTROLLER, &result, started.elapsed());
                     if result.is_ok() {
                         ctx.backoff.reset(&key);

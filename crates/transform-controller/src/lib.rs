@@ -93,6 +93,9 @@ pub enum Error {
     /// A step failed in a way a retry may fix (status says which).
     #[error("{0}")]
     Transient(String),
+    /// The reconcile panicked (a bug); retried with backoff, the process keeps running.
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
     /// The Transform lacks a namespace or UID (never from the API server).
     #[error("malformed Transform: {0}")]
     Malformed(String),

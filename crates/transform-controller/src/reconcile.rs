@@ -105,6 +105,11 @@ pub async fn reconcile(transform: Arc<Transform>, ctx: Arc<Context>) -> Result<A
         suspend_graph(&transform, &ctx, &namespace).await?;
         return Ok(Action::await_change());
     }
+    if let Some(problem) = transform.spec.problem() {
+        // Stored before the CRD had its bounds, or nested too deep to decode: say so on this
+        // one object and wait for a change; the last good graph keeps running.
+        return invalid_spec(&transform, &ctx, &namespace, &problem).await;
+    }
     ensure_finalizer(&transform, &ctx, &namespace).await?;
     let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), &namespace);
     let mut graph = graphs
@@ -160,6 +165,43 @@ pub async fn reconcile(transform: Arc<Transform>, ctx: Arc<Context>) -> Result<A
     }
 }
 
+/// Marks the Transform `Stalled` with reason `InvalidSpec` and waits for a change.
+async fn invalid_spec(
+    transform: &Transform,
+    ctx: &Context,
+    namespace: &str,
+    problem: &str,
+) -> Result<Action, Error> {
+    let old = transform.status.clone().unwrap_or_default();
+    let mut status = TransformStatus {
+        observed_generation: transform.metadata.generation,
+        ..old.clone()
+    };
+    let marks = Marks {
+        generation: transform.metadata.generation,
+        time: now(),
+    };
+    stalled(&marks, &mut status, "InvalidSpec", problem);
+    crate::events::publish(
+        ctx.recorder.as_ref(),
+        transform,
+        &crate::events::transitions(&old, &status),
+    )
+    .await;
+    if status != old {
+        let patch = json!({"status": status});
+        Api::<Transform>::namespaced(ctx.client.clone(), namespace)
+            .patch_status(
+                &transform.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(Error::Status)?;
+    }
+    Ok(Action::await_change())
+}
+
 /// How often a mutable remote reference is re-checked when the Transform gives no `interval`.
 pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -181,12 +223,17 @@ pub fn next_check(transform: &Transform) -> Option<std::time::Duration> {
     if pinned {
         return None;
     }
+    // Out-of-range values never get here (`TransformSpec::problem`); clamped all the same, so
+    // that no value can overflow or poll in a loop.
     let interval = cue_ref
         .interval
         .as_deref()
         .and_then(|i| pequod_api::parse_duration(i).ok())
-        .filter(|i| !i.is_zero())
-        .unwrap_or(DEFAULT_INTERVAL);
+        .unwrap_or(DEFAULT_INTERVAL)
+        .clamp(
+            pequod_api::transform::MIN_INTERVAL,
+            pequod_api::transform::MAX_DURATION,
+        );
     let seed = transform.uid().unwrap_or_else(|| transform.name_any());
     let spread = pequod_api::module_digest(&[("uid".to_owned(), seed)].into_iter().collect());
     let per_mille = spread
@@ -194,14 +241,20 @@ pub fn next_check(transform: &Transform) -> Option<std::time::Duration> {
         .get(..8)
         .and_then(|hex| u32::from_str_radix(hex, 16).ok())
         .map_or(0, |n| n % 1000);
-    Some(interval + interval.mul_f64(f64::from(per_mille) / 10_000.0))
+    Some(interval.saturating_add(interval.mul_f64(f64::from(per_mille) / 10_000.0)))
 }
 
-/// `spec.timeout` (validated by the CRD's pattern) and its text.
+/// `spec.timeout` (bounded by the CRD; an out-of-range value stalls the Transform earlier) and
+/// its text.
 fn timeout(transform: &Transform) -> Option<(Duration, &str)> {
     let text = transform.spec.timeout.as_deref()?;
-    let parsed = pequod_api::parse_duration(text).ok()?;
-    (!parsed.is_zero()).then_some((parsed, text))
+    let parsed = pequod_api::transform::bounded_duration(
+        "spec.timeout",
+        text,
+        pequod_api::transform::MIN_TIMEOUT,
+    )
+    .ok()?;
+    Some((parsed, text))
 }
 
 /// What a pass leads to: a retry with backoff (a transient failure) or a look at the
@@ -407,6 +460,7 @@ fn fetch_reason(error: &pequod_source::FetchError) -> &'static str {
         E::NoVersionMatches { .. } => "NoVersionMatches",
         E::Network { .. } | E::Registry { .. } | E::Kube(_) => "NetworkError",
         E::InvalidRef { .. } => "InvalidRef",
+        E::SourceNotAllowed { .. } => "SourceNotAllowed",
         E::BadArtifact { .. }
         | E::BadModuleFile { .. }
         | E::NoCueFiles { .. }
@@ -837,6 +891,23 @@ mod tests {
         );
         t.metadata.uid = Some(uid.into());
         t
+    }
+
+    #[test]
+    fn a_hostile_interval_never_overflows_or_loops() {
+        let max = pequod_api::transform::MAX_DURATION;
+        for (interval, low, high) in [
+            ("5124095576030000h", max, max.mul_f64(1.1)),
+            ("1ms", Duration::from_secs(10), Duration::from_secs(11)),
+            ("0s", Duration::from_secs(10), Duration::from_secs(11)),
+            ("1e400", Duration::from_secs(300), Duration::from_secs(330)),
+        ] {
+            let mut t = transform(SourceType::Git, "https://g/r#main", None, "u");
+            t.spec.cue_ref.interval = Some(interval.into());
+            let next = next_check(&t).expect("polled");
+            assert!(next >= low && next <= high, "{interval}: {next:?}");
+            assert!(t.spec.problem().is_some(), "{interval} is reported");
+        }
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! Free-form fields (`spec.input`, `status.outputs`) decoded so that one object can never stop
+//! the others from decoding.
+//!
+//! The API server stores any nesting a tenant writes, but serde_json refuses values nested
+//! deeper than 128 levels, counted from the start of the whole response: one deep `input` made
+//! the LIST of every Transform fail, so no Transform in any namespace was reconciled. These
+//! fields are read as raw JSON first (serde_json skips a raw value without recursion) and only
+//! then parsed on their own; a value that cannot be parsed is replaced by a marker that the
+//! controller reports on that one object (`Stalled`, reason `InvalidSpec`).
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// Deepest free-form value (`spec.input`, `status.outputs`) Pequod accepts; a scalar is 1.
+pub const MAX_DEPTH: usize = 32;
+/// Deepest object a graph node may render (a scalar is 1): Kubernetes objects nest far less,
+/// and a graph nested deeper could not be listed back from the API server.
+pub const MAX_OBJECT_DEPTH: usize = 48;
+/// Largest `spec.input` Pequod accepts, in bytes of JSON.
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// The key of the marker object that stands for a value that could not be decoded.
+pub const UNDECODABLE: &str = "$pequod.undecodable";
+
+/// `deserialize_with` for an optional free-form object: the value, or the marker naming why it
+/// could not be decoded.
+pub fn free_form<'de, D>(deserializer: D) -> Result<Option<Value>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let Some(raw) = Option::<Box<RawValue>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    Ok(Some(match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Null) => return Ok(None),
+        Ok(value) => value,
+        Err(error) => marker(&format!(
+            "{} bytes that cannot be decoded ({error}); values may nest at most {MAX_DEPTH} levels",
+            raw.get().len()
+        )),
+    }))
+}
+
+fn marker(why: &str) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert(UNDECODABLE.into(), Value::from(why));
+    Value::Object(map)
+}
+
+/// Why a free-form value is not acceptable (could not be decoded, nested deeper than
+/// [`MAX_DEPTH`], or larger than `max_bytes`), or `None` when it is.
+pub fn problem(value: &Value, max_bytes: usize) -> Option<String> {
+    if let Some(why) = value.get(UNDECODABLE).and_then(Value::as_str) {
+        return Some(why.to_owned());
+    }
+    let depth = depth(value);
+    if depth > MAX_DEPTH {
+        return Some(format!(
+            "nested {depth} levels deep; at most {MAX_DEPTH} levels are allowed"
+        ));
+    }
+    let size = value.to_string().len();
+    (size > max_bytes).then(|| format!("{size} bytes of JSON; at most {max_bytes} are allowed"))
+}
+
+/// Depth of a JSON value (a scalar is 1), counted without recursion.
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1_usize)];
+    while let Some((value, level)) = stack.pop() {
+        deepest = deepest.max(level);
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, level + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, level + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Holder {
+        #[serde(default, deserialize_with = "free_form")]
+        input: Option<Value>,
+        other: u32,
+    }
+
+    #[derive(Deserialize)]
+    struct List {
+        items: Vec<Holder>,
+    }
+
+    fn nested(levels: usize) -> String {
+        format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+    }
+
+    #[test]
+    fn a_value_too_deep_to_parse_becomes_a_marker_and_the_rest_still_decodes() {
+        let text = format!(
+            r#"{{"items": [{{"input": {{"a": {}}}, "other": 1}}, {{"input": {{"b": 2}}, "other": 2}}]}}"#,
+            nested(500)
+        );
+        let list: List = serde_json::from_str(&text).expect("the list decodes");
+        assert_eq!(list.items.len(), 2);
+        let broken = list.items[0].input.as_ref().expect("marker");
+        assert!(
+            problem(broken, MAX_INPUT_BYTES).is_some_and(|p| p.contains("cannot be decoded")),
+            "{broken}"
+        );
+        assert_eq!(list.items[0].other, 1);
+        assert_eq!(list.items[1].input, Some(serde_json::json!({"b": 2})));
+        assert_eq!(problem(&serde_json::json!({"b": 2}), MAX_INPUT_BYTES), None);
+    }
+
+    #[test]
+    fn depth_and_size_bounds_at_the_edge() {
+        let at = |levels: usize| -> Value {
+            serde_json::from_str(&format!(r#"{{"a": {}}}"#, nested(levels - 2))).expect("json")
+        };
+        assert_eq!(depth(&at(MAX_DEPTH)), MAX_DEPTH);
+        assert_eq!(problem(&at(MAX_DEPTH), MAX_INPUT_BYTES), None);
+        let deeper = problem(&at(MAX_DEPTH + 1), MAX_INPUT_BYTES).expect("too deep");
+        assert!(deeper.contains("33 levels"), "{deeper}");
+        let big = serde_json::json!({"k": "x".repeat(100)});
+        let size = big.to_string().len();
+        assert_eq!(problem(&big, size), None);
+        assert!(problem(&big, size - 1).is_some_and(|p| p.contains("bytes of JSON")));
+        let holder: Holder = serde_json::from_str(r#"{"input": null, "other": 3}"#).expect("null");
+        assert_eq!(holder.input, None);
+        let absent: Holder = serde_json::from_str(r#"{"other": 3}"#).expect("absent");
+        assert_eq!(absent.input, None);
+    }
+}
