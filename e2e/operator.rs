@@ -426,7 +426,7 @@ async fn suspend(
 #[tokio::test]
 async fn the_environment_module_builds_a_namespace_with_quota_policy_app_and_url() {
     let (client, ns) = namespace("e2e-env").await;
-    let operator = Operator::start(&ns, "solo", &["--allow-cluster-scoped"]).await;
+    let operator = Operator::start(&ns, "solo", &["--cluster-scoped-kinds=Namespace"]).await;
     let environment = pequod_testenv::unique_name("team");
     let spec = json!({
         "cueRef": {"type": "embedded", "ref": "environment"},

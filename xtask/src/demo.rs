@@ -309,7 +309,11 @@ impl Demo {
         // Its own session: it outlives this command and a Ctrl-C in the terminal.
         let child = Process::new("setsid")
             .arg(binary)
-            .args(["--allow-cluster-scoped", "--log-format=text", "--http-addr"])
+            .args([
+                "--cluster-scoped-kinds=Namespace",
+                "--log-format=text",
+                "--http-addr",
+            ])
             .arg(addr.to_string())
             .arg(format!("--insecure-registries={}", modules::REGISTRY))
             .arg(format!("--cue-registry={}", modules::REGISTRY))

@@ -38,7 +38,7 @@ use pequod_api::ResourceGraph;
 use pequod_metrics::Metrics;
 use tracing::Instrument as _;
 
-pub use pequod_graph::Backoff;
+pub use pequod_graph::{Backoff, KindPattern};
 pub use reconcile::reconcile;
 pub use remove::ANNOTATION_PRUNE;
 pub use scope::{Scope, Selector};

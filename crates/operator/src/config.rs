@@ -26,9 +26,27 @@ pub struct Args {
     #[arg(long, env = "PEQUOD_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
 
-    /// Let graphs create cluster-scoped objects (Namespaces, CRDs, ClusterRoles).
+    /// Deprecated: grant every cluster-scoped kind (same as `--cluster-scoped-kinds='*'`).
+    /// Prefer naming the kinds.
     #[arg(long, env = "PEQUOD_ALLOW_CLUSTER_SCOPED")]
     pub allow_cluster_scoped: bool,
+
+    /// Cluster-scoped kinds graphs may write (comma-separated): `Namespace` (core group),
+    /// `Kind.group` (`ClusterRole.rbac.authorization.k8s.io`), `*.group` or `*`. Empty: none.
+    /// A graph may then also fill the Namespaces it creates itself, never existing ones.
+    #[arg(long, env = "PEQUOD_CLUSTER_SCOPED_KINDS", value_delimiter = ',', value_parser = parse_kind)]
+    pub cluster_scoped_kinds: Vec<pequod_graph_executor::KindPattern>,
+
+    /// Only graphs in namespaces whose labels match this selector (`key=value,key!=value,key,!key`)
+    /// get the cluster-scoped kinds; empty: graphs in every namespace do.
+    #[arg(long, env = "PEQUOD_CLUSTER_SCOPED_NAMESPACE_SELECTOR", value_parser = parse_selector)]
+    pub cluster_scoped_namespace_selector: Option<pequod_graph_executor::Selector>,
+
+    /// Let graphs write Roles, RoleBindings, ClusterRoles and ClusterRoleBindings with the
+    /// operator's own rights (no `serviceAccountName` and no default ServiceAccount). Off: such
+    /// graphs stall with reason `RBACRequiresIdentity`.
+    #[arg(long, env = "PEQUOD_ALLOW_RBAC_WITHOUT_IDENTITY")]
+    pub allow_rbac_without_identity: bool,
 
     /// Namespaces every graph may also write to, besides its own (comma-separated).
     #[arg(long, env = "PEQUOD_ALLOW_NAMESPACES", value_delimiter = ',')]
@@ -167,6 +185,56 @@ impl Args {
     }
 }
 
+/// A cluster-scoped kind pattern, checked when the operator starts.
+fn parse_kind(text: &str) -> Result<pequod_graph_executor::KindPattern, String> {
+    pequod_graph_executor::KindPattern::parse(text)
+}
+
+/// A namespace label selector, checked when the operator starts.
+fn parse_selector(text: &str) -> Result<pequod_graph_executor::Selector, String> {
+    pequod_graph_executor::Selector::parse(text)
+}
+
+impl Args {
+    /// Where graphs may write beyond their own namespace.
+    pub fn scope(&self) -> pequod_graph_executor::Scope {
+        let scope = pequod_graph_executor::Scope {
+            cluster_kinds: self.cluster_scoped_kinds.clone(),
+            cluster_namespace_selector: self.cluster_scoped_namespace_selector.clone(),
+            extra_namespaces: self.allow_namespaces.clone(),
+            rbac_without_identity: self.allow_rbac_without_identity,
+        };
+        if self.allow_cluster_scoped {
+            scope.all_cluster_kinds()
+        } else {
+            scope
+        }
+    }
+
+    /// What the operator should warn about at start: settings that hand tenants more than
+    /// they may expect.
+    pub fn scope_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.allow_cluster_scoped {
+            warnings.push(
+                "--allow-cluster-scoped grants every cluster-scoped kind to every graph; name the kinds with --cluster-scoped-kinds (e.g. Namespace) instead".to_owned(),
+            );
+        }
+        let scope = self.scope();
+        if scope.any_cluster_scope() && self.default_service_account.is_none() {
+            warnings.push(
+                "cluster-scoped kinds are granted and no --default-service-account is set: Transforms without serviceAccountName write those kinds with the operator's own rights".to_owned(),
+            );
+        }
+        if self.allow_rbac_without_identity {
+            warnings.push(
+                "--allow-rbac-without-identity: any Transform author may create Roles and RoleBindings (and granted cluster-scoped RBAC) with the operator's rights".to_owned(),
+            );
+        }
+        warnings
+    }
+}
+
 /// A `CUE_REGISTRY` value, checked when the operator starts.
 fn parse_cue_registry(text: &str) -> Result<pequod_source::cue_registry::CueRegistry, String> {
     pequod_source::cue_registry::CueRegistry::parse(text)
@@ -175,6 +243,46 @@ fn parse_cue_registry(text: &str) -> Result<pequod_source::cue_registry::CueRegi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scope_flags() {
+        let args = Args::try_parse_from([
+            "pequod-operator",
+            "--cluster-scoped-kinds=Namespace,ClusterRole.rbac.authorization.k8s.io",
+            "--cluster-scoped-namespace-selector=pequod.io/trusted=true",
+        ])
+        .expect("parse");
+        let scope = args.scope();
+        assert_eq!(scope.cluster_kinds.len(), 2);
+        assert!(scope.needs_namespace_labels());
+        assert!(
+            args.scope_warnings()
+                .iter()
+                .any(|w| w.contains("no --default-service-account")),
+            "{:?}",
+            args.scope_warnings()
+        );
+        let defaults = Args::try_parse_from(["pequod-operator"]).expect("parse");
+        assert!(!defaults.scope().any_cluster_scope());
+        assert!(defaults.scope_warnings().is_empty());
+        let old =
+            Args::try_parse_from(["pequod-operator", "--allow-cluster-scoped"]).expect("parse");
+        assert!(old.scope().any_cluster_scope());
+        assert!(
+            old.scope_warnings()
+                .iter()
+                .any(|w| w.contains("--cluster-scoped-kinds"))
+        );
+        for bad in [
+            "--cluster-scoped-kinds=Name space",
+            "--cluster-scoped-namespace-selector=a in (b)",
+        ] {
+            assert!(
+                Args::try_parse_from(["pequod-operator", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn flags_and_defaults() {

@@ -117,6 +117,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         stop,
     };
     parts.health.set_not_ready("CUE engine loading");
+    for warning in parts.args.scope_warnings() {
+        tracing::warn!("{warning}");
+    }
     let listener = tokio::net::TcpListener::bind(parts.args.http_addr)
         .await
         .with_context(|| format!("binding the HTTP endpoint {}", parts.args.http_addr))?;
@@ -250,19 +253,6 @@ fn sources(args: &Args) -> pequod_source::Sources {
     })
 }
 
-/// Where graphs may write beyond their own namespace, from the scope flags.
-fn executor_scope(args: &Args) -> pequod_graph_executor::Scope {
-    let scope = pequod_graph_executor::Scope {
-        extra_namespaces: args.allow_namespaces.clone(),
-        ..pequod_graph_executor::Scope::default()
-    };
-    if args.allow_cluster_scoped {
-        scope.all_cluster_kinds()
-    } else {
-        scope
-    }
-}
-
 /// `sources(args)`, reported on /metrics (`pequod_source_cache_*`).
 fn observed_sources(args: &Args, metrics: &Metrics) -> Arc<pequod_source::Sources> {
     let sources = Arc::new(sources(args));
@@ -309,7 +299,7 @@ async fn run_controllers(parts: &Parts, engine: Engine) -> anyhow::Result<()> {
         pequod_transform_controller::Namespaces::Only(args.namespaces.clone())
     };
     let executor_config = pequod_graph_executor::Config {
-        scope: executor_scope(args),
+        scope: args.scope(),
         apply_concurrency: args.apply_concurrency.max(1),
         namespaces: args.namespaces.clone(),
         concurrency: args.graph_concurrency,
