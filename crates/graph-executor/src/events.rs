@@ -160,6 +160,10 @@ fn pruned(objects: &Objects<'_>, removed: &Removed) -> Event {
             "Orphaned",
             format!("{label} belongs to someone else now, left alone"),
         ),
+        Outcome::NeverCreated => (
+            "Pruned",
+            format!("{label} was never created, dropped from the inventory"),
+        ),
     };
     event(
         EventType::Normal,
@@ -239,6 +243,20 @@ fn event(
         action: action.to_owned(),
         secondary: related,
     }
+}
+
+/// An admin abandoned the teardown: `left` objects stay in the cluster.
+pub(crate) fn abandoned(left: usize) -> Event {
+    event(
+        EventType::Warning,
+        "Abandoned",
+        "Delete",
+        &format!(
+            "teardown abandoned ({}=true): {left} objects left in the cluster as they are",
+            crate::teardown::ANNOTATION_ABANDON
+        ),
+        None,
+    )
 }
 
 /// Publishes the events of a pass on the graph with the operator's own client; a failure to

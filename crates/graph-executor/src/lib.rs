@@ -23,6 +23,7 @@ mod events;
 mod reconcile;
 mod remove;
 mod scope;
+mod teardown;
 mod watches;
 
 use std::future::Future;
@@ -42,6 +43,7 @@ pub use pequod_graph::{Backoff, KindPattern};
 pub use reconcile::reconcile;
 pub use remove::ANNOTATION_PRUNE;
 pub use scope::{Scope, Selector};
+pub use teardown::ANNOTATION_ABANDON;
 
 /// The `controller` label of the executor's reconcile metrics.
 pub const CONTROLLER: &str = "graph-executor";

@@ -20,7 +20,7 @@ use pequod_metrics::Metrics;
 use serde_json::Value;
 
 use crate::apply::{self, Resolver, Served};
-use crate::{Context, Error, FINALIZER, events, remove};
+use crate::{Context, Error, events, remove, teardown};
 
 /// Everything learned about one node before planning.
 struct Observed {
@@ -33,7 +33,7 @@ struct Observed {
     drift: Vec<String>,
 }
 
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
@@ -90,7 +90,7 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
         }
     };
     if graph.metadata.deletion_timestamp.is_some() {
-        return teardown(&graph, &ctx, &graphs, &uid, old_status).await;
+        return teardown::teardown(&graph, &ctx, &graphs, &uid, old_status).await;
     }
     if graph.spec.suspend {
         // The Transform is suspended: its objects are left exactly as they are.
@@ -105,7 +105,7 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
         }
     };
     // Before anything is recorded or applied, so a deletion always finds its inventory.
-    ensure_finalizer(&graphs, &graph).await?;
+    teardown::ensure_finalizer(&graphs, &graph).await?;
     watch_kinds(&ctx, (&namespace, &name), &observed);
     let (action, managed) =
         execute(&graph, &ctx, &graphs, &uid, &dag, observed, old_status).await?;
@@ -758,73 +758,6 @@ async fn prune(
     (all, pruning, removal.removed)
 }
 
-/// Teardown: remove the stored inventory wave by wave (never re-rendering), then release the
-/// finalizer.
-async fn teardown(
-    graph: &ResourceGraph,
-    ctx: &Context,
-    graphs: &Api<ResourceGraph>,
-    uid: &str,
-    old_status: ResourceGraphStatus,
-) -> Result<Action, Error> {
-    let (namespace, name) = (graph.namespace().unwrap_or_default(), graph.name_any());
-    if !graph.finalizers().iter().any(|f| f == FINALIZER) {
-        ctx.metrics.forget_graph(&namespace, &name);
-        return Ok(Action::await_change());
-    }
-    let mut resolver = Resolver::new(ctx.client.clone());
-    let removal = remove::remove_next_wave(
-        &ctx.client,
-        &mut resolver,
-        old_status.inventory.clone(),
-        uid,
-    )
-    .await;
-    if removal.remaining.is_empty() {
-        if let Some(watches) = &ctx.watches {
-            watches.set_kinds((&namespace, &name), &[]);
-        }
-        let finalizers = graph
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        set_finalizers(graphs, graph, finalizers).await?;
-        ctx.metrics.forget_graph(&namespace, &name);
-        return Ok(Action::await_change());
-    }
-    ctx.metrics
-        .set_managed(&namespace, &name, removal.remaining.len());
-    let message = if removal.errors.is_empty() {
-        format!("deleting: {} objects left", removal.remaining.len())
-    } else {
-        format!("deleting, will retry: {}", removal.errors.join("; "))
-    };
-    let mut status = ResourceGraphStatus {
-        inventory: removal.remaining,
-        phase: Some(GraphPhase::Deleting),
-        ..old_status.clone()
-    };
-    let summary = Summary::Reconciling {
-        reason: "Deleting",
-        message: &message,
-    };
-    conditions::summarize(
-        &mut status.conditions,
-        summary,
-        graph.metadata.generation,
-        &now(),
-    );
-    write_status(graphs, &name, &old_status, &status).await?;
-    let wait = if removal.errors.is_empty() {
-        ctx.config.progress_requeue
-    } else {
-        std::time::Duration::from_secs(10)
-    };
-    Ok(Action::requeue(wait))
-}
-
 /// Nodes applied again in this pass to undo drift (`Correct`): node id and fields taken back.
 fn corrected(
     graph: &ResourceGraph,
@@ -891,33 +824,6 @@ fn watch_kinds(ctx: &Context, graph: (&str, &str), observed: &[Observed]) {
             .collect();
         watches.set_kinds(graph, &kinds);
     }
-}
-
-async fn ensure_finalizer(graphs: &Api<ResourceGraph>, graph: &ResourceGraph) -> Result<(), Error> {
-    if graph.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    let mut finalizers = graph.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_owned());
-    set_finalizers(graphs, graph, finalizers).await
-}
-
-/// Sets the finalizer list, conditional on the version read (a concurrent change retries).
-async fn set_finalizers(
-    graphs: &Api<ResourceGraph>,
-    graph: &ResourceGraph,
-    finalizers: Vec<String>,
-) -> Result<(), Error> {
-    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": graph.resource_version()}});
-    graphs
-        .patch(
-            &graph.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(Error::Record)?;
-    Ok(())
 }
 
 /// Applies one node according to its policy; the error text says what a user can do.
@@ -1057,7 +963,7 @@ async fn stalled(
 }
 
 /// Writes the status unless it is unchanged (a steady state writes nothing).
-async fn write_status(
+pub(crate) async fn write_status(
     graphs: &Api<ResourceGraph>,
     name: &str,
     old: &ResourceGraphStatus,

@@ -20,6 +20,9 @@ pub struct Removal {
     pub remaining: Vec<InventoryEntry>,
     /// Human-readable failures, one per entry.
     pub errors: Vec<String>,
+    /// Those of `errors` the API server refused with 403 Forbidden: retrying alone will not
+    /// help, someone must grant the right (or abandon the objects).
+    pub forbidden: Vec<String>,
     /// Entries that left the inventory in this step, each with what happened to its object.
     pub removed: Vec<Removed>,
 }
@@ -45,6 +48,9 @@ pub enum Outcome {
     Orphaned,
     /// Someone else's object now (re-created or adopted elsewhere): left alone.
     NotOurs,
+    /// Recorded before an apply that never created it (the apply failed) and not readable:
+    /// dropped from the inventory, nothing to delete.
+    NeverCreated,
 }
 
 /// Works on the highest wave of `entries`; entries of lower waves are kept untouched until it
@@ -67,9 +73,12 @@ pub async fn remove_next_wave(
         match remove_one(client, resolver, &entry, graph_uid).await {
             Ok(Gone::Yes(outcome)) => out.removed.push(Removed { entry, outcome }),
             Ok(Gone::Terminating) => out.remaining.push(entry),
-            Err(message) => {
-                out.errors
-                    .push(format!("{} {}: {message}", entry.kind, entry.name));
+            Err(failure) => {
+                let text = format!("{} {}: {}", entry.kind, entry.name, failure.message);
+                if failure.forbidden {
+                    out.forbidden.push(text.clone());
+                }
+                out.errors.push(text);
                 out.remaining.push(entry);
             }
         }
@@ -84,22 +93,47 @@ enum Gone {
     Terminating,
 }
 
+/// Why one entry could not be removed.
+struct Failure {
+    message: String,
+    forbidden: bool,
+}
+
+impl From<kube::Error> for Failure {
+    fn from(error: kube::Error) -> Self {
+        let forbidden = matches!(&error, kube::Error::Api(status) if status.code == 403);
+        let message = match error {
+            kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+            other => other.to_string(),
+        };
+        Self { message, forbidden }
+    }
+}
+
 async fn remove_one(
     client: &Client,
     resolver: &mut Resolver,
     entry: &InventoryEntry,
     graph_uid: &str,
-) -> Result<Gone, String> {
+) -> Result<Gone, Failure> {
     let served = resolver
         .resolve(&entry.api_version, &entry.kind)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(Failure::from)?;
     // A kind no longer served has no objects left.
     let Some(served) = served else {
         return Ok(Gone::Yes(Outcome::Deleted));
     };
     let api = apply::api_for(client, &served, entry.namespace.as_deref());
-    let Some(live) = api.get_opt(&entry.name).await.map_err(|e| e.to_string())? else {
+    let live = match api.get_opt(&entry.name).await {
+        Ok(live) => live,
+        // Recorded, but no apply ever created it (no UID): there is nothing of ours to read.
+        Err(kube::Error::Api(status)) if status.code == 403 && entry.uid.is_none() => {
+            return Ok(Gone::Yes(Outcome::NeverCreated));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(live) = live else {
         return Ok(Gone::Yes(Outcome::Deleted));
     };
     if !apply::owned_by(&live, graph_uid) {
@@ -123,8 +157,7 @@ async fn remove_one(
             &PatchParams::default(),
             &Patch::Merge(&release),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         return Ok(Gone::Yes(if protected {
             Outcome::Protected
         } else {
@@ -138,6 +171,6 @@ async fn remove_one(
             Gone::Terminating
         }),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(Gone::Yes(Outcome::Deleted)),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }

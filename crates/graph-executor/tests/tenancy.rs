@@ -439,3 +439,106 @@ async fn adopt_stays_in_the_graphs_namespace() {
             .contains_key(pequod_graph_executor::LABEL_GRAPH)
     );
 }
+
+#[tokio::test]
+async fn a_forbidden_teardown_stalls_naming_the_identity_and_an_admin_can_abandon_it() {
+    let (client, ns, _) = setup("undeletable", Scope::default()).await;
+    let env = shared(Profile::Minimal);
+    // The tenant's ServiceAccount may create ConfigMaps but never delete them, and has no
+    // rights on Secrets at all.
+    let trusting = Arc::new(Context::new(
+        client.clone(),
+        Config {
+            scope: Scope {
+                rbac_without_identity: true,
+                ..Scope::default()
+            },
+            ..Config::default()
+        },
+    ));
+    let rbac = vec![
+        node(
+            "sa",
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "tenant"}}),
+            &[],
+        ),
+        node(
+            "role",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "no-delete"},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update"]}]}),
+            &[],
+        ),
+        node(
+            "binding",
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "tenant-no-delete"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "no-delete"},
+                "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": ns}]}),
+            &[],
+        ),
+    ];
+    let setup_graphs = create(&client, &ns, "rbac", rbac).await;
+    passes(&setup_graphs, "rbac", &trusting, 3).await;
+
+    let ctx = Arc::new(Context::from_config(env.config(), Config::default()).expect("context"));
+    let mut tenant = graph(
+        "tenant",
+        vec![
+            node("cm", config_map("kept", json!({"k": "v"})), &[]),
+            node(
+                "secret",
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "never"}, "stringData": {"k": "v"}}),
+                &[],
+            ),
+        ],
+    );
+    tenant.spec.service_account_name = Some("tenant".into());
+    let graphs = Api::<ResourceGraph>::namespaced(client.clone(), &ns);
+    graphs
+        .create(&PostParams::default(), &tenant)
+        .await
+        .expect("graph");
+    let graph = passes(&graphs, "tenant", &ctx, 3).await;
+    assert_eq!(node_of(&graph, "cm").0, Some(NodePhase::Ready));
+    assert_eq!(node_of(&graph, "secret").0, Some(NodePhase::Failed));
+    assert_eq!(
+        graph.status.as_ref().map(|s| s.inventory.len()),
+        Some(2),
+        "both recorded before their apply"
+    );
+
+    graphs
+        .delete("tenant", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let graph = passes(&graphs, "tenant", &ctx, 2).await;
+    let (reason, message) = stalled(&graph).expect("stalled, not looping");
+    assert_eq!(reason, "DeleteForbidden", "{message}");
+    assert!(
+        message.contains(&format!("system:serviceaccount:{ns}:tenant")),
+        "{message}"
+    );
+    assert!(message.contains("ConfigMap kept"), "{message}");
+    assert!(
+        message.contains(pequod_graph_executor::ANNOTATION_ABANDON),
+        "{message}"
+    );
+    let inventory = &graph.status.as_ref().expect("status").inventory;
+    assert_eq!(
+        inventory
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        ["kept"],
+        "the Secret that was never created left the inventory"
+    );
+
+    // An admin abandons what is left: the finalizer goes, the object stays.
+    let abandon =
+        json!({"metadata": {"annotations": {pequod_graph_executor::ANNOTATION_ABANDON: "true"}}});
+    graphs
+        .patch("tenant", &PatchParams::default(), &Patch::Merge(&abandon))
+        .await
+        .expect("annotate");
+    passes_until_gone(&graphs, "tenant", &ctx).await;
+    assert!(config_map_exists(&client, &ns, "kept").await);
+}
