@@ -11,6 +11,7 @@ mod digest;
 pub mod duration;
 pub mod events;
 pub mod lenient;
+pub mod redact;
 pub mod reference;
 pub mod resource_graph;
 mod schema;

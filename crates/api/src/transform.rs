@@ -468,7 +468,10 @@ mod tests {
         );
         spec.cue_ref.interval = None;
         spec.timeout = Some("999ms".into());
-        assert!(spec.problem().is_some_and(|p| p.contains("between 1s and 168h")));
+        assert!(
+            spec.problem()
+                .is_some_and(|p| p.contains("between 1s and 168h"))
+        );
         spec.timeout = Some("5124095576030000h".into());
         assert!(spec.problem().is_some_and(|p| p.contains("spec.timeout")));
         spec.timeout = None;

@@ -886,17 +886,24 @@ async fn apply_node(
         }
         other => other,
     };
+    // The API server quotes the values it refuses; they may be a Secret's.
+    let redact = pequod_api::redact::api_values;
     result.map_err(|e| match e {
         kube::Error::Api(status) if status.code == 409 => format!(
             "conflict with another field manager: {}; set applyPolicy.conflictPolicy Force to take the fields over",
-            status.message
+            redact(&status.message)
         ),
         kube::Error::Api(status) if apply::is_immutable_change(&status) => format!(
             "{}; set applyPolicy.conflictPolicy Force to delete and re-create the object",
-            status.message
+            redact(&status.message)
         ),
-        kube::Error::Api(status) => format!("{} ({}): {}", status.reason, status.code, status.message),
-        other => other.to_string(),
+        kube::Error::Api(status) => format!(
+            "{} ({}): {}",
+            status.reason,
+            status.code,
+            redact(&status.message)
+        ),
+        other => redact(&other.to_string()),
     })
 }
 

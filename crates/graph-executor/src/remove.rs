@@ -103,7 +103,11 @@ impl From<kube::Error> for Failure {
     fn from(error: kube::Error) -> Self {
         let forbidden = matches!(&error, kube::Error::Api(status) if status.code == 403);
         let message = match error {
-            kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+            kube::Error::Api(status) => format!(
+                "{} ({})",
+                pequod_api::redact::api_values(&status.message),
+                status.code
+            ),
             other => other.to_string(),
         };
         Self { message, forbidden }

@@ -14,6 +14,8 @@
 
 mod controller;
 mod events;
+mod finalizer;
+mod outcome;
 mod reconcile;
 mod status;
 pub mod values;

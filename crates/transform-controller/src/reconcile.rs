@@ -6,53 +6,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt as _;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Resource as _, ResourceExt as _};
-use pequod_api::conditions::{self, Status, Summary, types};
+use pequod_api::conditions::{self, types};
 use pequod_api::{
-    AdoptRule, ApplyMode, GraphModule, HistoryEntry, LocalObjectReference, ResolvedCueRef,
-    ResourceGraph, ResourceGraphSpec, Severity, SourceRef, Transform, TransformStatus, Violation,
+    AdoptRule, ApplyMode, ResourceGraph, Severity, Transform, TransformStatus, Violation,
 };
 use pequod_cue::{EvalError, ModuleSource};
 use serde_json::{Value, json};
 
+use crate::finalizer::{ensure_finalizer, suspend_graph, teardown};
+use crate::outcome::{Outcome, Rendering, invalid_spec, record_outcome};
 use crate::status::{self, Marks};
 use crate::values::{self, Resolved};
-use crate::{Context, Error, FINALIZER};
+use crate::{Context, Error};
 
-/// How a pass ended before the graph step, for status.
-enum Outcome {
-    /// The module could not be fetched.
-    FetchFailed {
-        reason: &'static str,
-        message: String,
-        transient: bool,
-    },
-    /// The `valuesFrom` objects could not be read or merged.
-    ValuesFailed { message: String, transient: bool },
-    /// Input or module errors, as violations.
-    Invalid {
-        reason: &'static str,
-        message: String,
-        violations: Vec<Violation>,
-        transient: bool,
-    },
-    /// Nothing the render depends on changed since the graph was written: no render, no write.
-    Unchanged,
-    /// Rendered; Error-severity violations block the write.
-    Rendered(Box<Rendering>),
-}
-
-/// What one successful render produced.
-struct Rendering {
-    rendered: Arc<pequod_cue::Rendered>,
-    fetched: pequod_source::Fetched,
-    hash: String,
-}
-
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
@@ -79,7 +50,7 @@ fn render_hash(module_digest: &str, input: &Value, adopt: &[AdoptRule]) -> Strin
 
 /// `spec.adopt`: a node applied with mode `Apply` whose object a rule names may take over an
 /// existing object that is not Pequod's (mode `Adopt`). `Create` nodes stay as they are.
-fn adopt_mode(node: &mut pequod_api::GraphNode, rules: &[AdoptRule]) {
+pub(crate) fn adopt_mode(node: &mut pequod_api::GraphNode, rules: &[AdoptRule]) {
     if node.apply_policy.mode != ApplyMode::Apply {
         return;
     }
@@ -165,43 +136,6 @@ pub async fn reconcile(transform: Arc<Transform>, ctx: Arc<Context>) -> Result<A
     }
 }
 
-/// Marks the Transform `Stalled` with reason `InvalidSpec` and waits for a change.
-async fn invalid_spec(
-    transform: &Transform,
-    ctx: &Context,
-    namespace: &str,
-    problem: &str,
-) -> Result<Action, Error> {
-    let old = transform.status.clone().unwrap_or_default();
-    let mut status = TransformStatus {
-        observed_generation: transform.metadata.generation,
-        ..old.clone()
-    };
-    let marks = Marks {
-        generation: transform.metadata.generation,
-        time: now(),
-    };
-    stalled(&marks, &mut status, "InvalidSpec", problem);
-    crate::events::publish(
-        ctx.recorder.as_ref(),
-        transform,
-        &crate::events::transitions(&old, &status),
-    )
-    .await;
-    if status != old {
-        let patch = json!({"status": status});
-        Api::<Transform>::namespaced(ctx.client.clone(), namespace)
-            .patch_status(
-                &transform.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(Error::Status)?;
-    }
-    Ok(Action::await_change())
-}
-
 /// How often a mutable remote reference is re-checked when the Transform gives no `interval`.
 pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -246,7 +180,7 @@ pub fn next_check(transform: &Transform) -> Option<std::time::Duration> {
 
 /// `spec.timeout` (bounded by the CRD; an out-of-range value stalls the Transform earlier) and
 /// its text.
-fn timeout(transform: &Transform) -> Option<(Duration, &str)> {
+pub(crate) fn timeout(transform: &Transform) -> Option<(Duration, &str)> {
     let text = transform.spec.timeout.as_deref()?;
     let parsed = pequod_api::transform::bounded_duration(
         "spec.timeout",
@@ -255,123 +189,6 @@ fn timeout(transform: &Transform) -> Option<(Duration, &str)> {
     )
     .ok()?;
     Some((parsed, text))
-}
-
-/// What a pass leads to: a retry with backoff (a transient failure) or a look at the
-/// `spec.timeout` deadline.
-struct Next {
-    retry: Option<String>,
-    deadline: Option<Duration>,
-}
-
-/// Turns the outcome into status (and a graph write); returns what the pass leads to.
-async fn record_outcome(
-    transform: &Transform,
-    ctx: &Context,
-    marks: &Marks,
-    outcome: Outcome,
-    secrets: &[String],
-    graph: &mut Option<ResourceGraph>,
-    status: &mut TransformStatus,
-) -> Result<Next, Error> {
-    let redact = |text: &str| status::redact(text, secrets);
-    match outcome {
-        // A permanent fetch failure of a mutable reference (a tag not pushed yet) is re-checked
-        // at the Transform's interval.
-        Outcome::FetchFailed {
-            reason,
-            message,
-            transient,
-        } => {
-            marks.set(status, types::FETCHED, Status::False, reason, &message);
-            if transient {
-                // Retried with backoff by itself: progressing, not stuck (kstatus).
-                marks.summarize(
-                    status,
-                    Summary::Reconciling {
-                        reason,
-                        message: &message,
-                    },
-                );
-            } else {
-                stalled(marks, status, reason, &message);
-            }
-            Ok(Next {
-                retry: transient.then_some(message),
-                deadline: None,
-            })
-        }
-        Outcome::ValuesFailed { message, transient } => {
-            marks.set(status, types::FETCHED, Status::True, "Fetched", "");
-            marks.set(
-                status,
-                types::VALIDATED,
-                Status::False,
-                "ValuesFromFailed",
-                &message,
-            );
-            stalled(marks, status, "ValuesFromFailed", &message);
-            Ok(Next {
-                retry: transient.then_some(message),
-                deadline: None,
-            })
-        }
-        Outcome::Invalid {
-            reason,
-            message,
-            violations,
-            transient,
-        } => {
-            let message = redact(&message);
-            marks.set(status, types::FETCHED, Status::True, "Fetched", "");
-            let validated = if reason == "SchemaViolation" {
-                Status::False
-            } else {
-                Status::True
-            };
-            marks.set(status, types::VALIDATED, validated, reason, &message);
-            marks.set(status, types::RENDERED, Status::False, reason, &message);
-            stalled(marks, status, reason, &message);
-            status.violations = violations
-                .into_iter()
-                .map(|v| Violation {
-                    message: redact(&v.message),
-                    ..v
-                })
-                .collect();
-            Ok(Next {
-                retry: transient.then_some(message),
-                deadline: None,
-            })
-        }
-        Outcome::Unchanged => {
-            // Fetched may be False from a failed poll since the last render (registry down).
-            marks.set(status, types::FETCHED, Status::True, "Fetched", "");
-            let deadline =
-                status::summarize_from_graph(marks, status, graph.as_ref(), timeout(transform));
-            Ok(Next {
-                retry: None,
-                deadline,
-            })
-        }
-        Outcome::Rendered(rendering) => {
-            let written =
-                on_rendered(transform, ctx, &rendering, marks, status, graph, secrets).await?;
-            let deadline = if written {
-                status::summarize_from_graph(marks, status, graph.as_ref(), timeout(transform))
-            } else {
-                None
-            };
-            Ok(Next {
-                retry: None,
-                deadline,
-            })
-        }
-    }
-}
-
-fn stalled(marks: &Marks, status: &mut TransformStatus, reason: &str, message: &str) {
-    marks.summarize(status, Summary::Stalled { reason, message });
 }
 
 /// Fetch → merge input → (unless nothing changed) render. Also returns the Secret values that
@@ -544,254 +361,12 @@ fn settings_match(transform: &Transform, ctx: &Context, graph: &ResourceGraph) -
 }
 
 /// The Transform's ServiceAccount, else the operator's default.
-fn service_account(transform: &Transform, ctx: &Context) -> Option<String> {
+pub(crate) fn service_account(transform: &Transform, ctx: &Context) -> Option<String> {
     transform
         .spec
         .service_account_name
         .clone()
         .or_else(|| ctx.config.default_service_account.clone())
-}
-
-/// Check violations, then write the graph (only when no Error violation blocks it). Returns
-/// whether the graph holds this render now.
-async fn on_rendered(
-    transform: &Transform,
-    ctx: &Context,
-    r: &Rendering,
-    marks: &Marks,
-    status: &mut TransformStatus,
-    graph: &mut Option<ResourceGraph>,
-    secrets: &[String],
-) -> Result<bool, Error> {
-    marks.set(status, types::FETCHED, Status::True, "Fetched", "");
-    let fetched_at = status
-        .resolved_cue_ref
-        .as_ref()
-        .filter(|c| c.digest == r.fetched.digest)
-        .map_or_else(|| marks.time.clone(), |c| c.fetched_at.clone());
-    status.resolved_cue_ref = Some(ResolvedCueRef {
-        url: r.fetched.url.clone(),
-        version: r.fetched.version.clone(),
-        digest: r.fetched.digest.clone(),
-        fetched_at,
-    });
-    status.violations = r
-        .rendered
-        .violations
-        .iter()
-        .map(|v| Violation {
-            message: status::redact(&v.message, secrets),
-            ..v.clone()
-        })
-        .collect();
-    let blocking: Vec<String> = status
-        .violations
-        .iter()
-        .filter(|v| v.severity == Severity::Error)
-        .map(|v| format!("{}: {}", v.path, v.message))
-        .collect();
-    if !blocking.is_empty() {
-        let message = format!(
-            "{} policy violation(s) block the apply: {}",
-            blocking.len(),
-            blocking.join("; ")
-        );
-        marks.set(
-            status,
-            types::VALIDATED,
-            Status::False,
-            "PolicyViolation",
-            &message,
-        );
-        marks.set(
-            status,
-            types::RENDERED,
-            Status::False,
-            "PolicyViolation",
-            &message,
-        );
-        stalled(marks, status, "PolicyViolation", &message);
-        return Ok(false);
-    }
-    marks.set(status, types::VALIDATED, Status::True, "Valid", "");
-    // Outputs describe what runs: a blocked render does not change them.
-    status.outputs.clone_from(&r.rendered.outputs);
-    let written = write_graph(transform, ctx, r, graph.as_ref()).await?;
-    status::record_history(
-        status,
-        HistoryEntry {
-            revision: written.spec.revision,
-            render_hash: written.spec.render_hash.clone(),
-            module_digest: r.fetched.digest.clone(),
-            version: r.fetched.version.clone(),
-            applied_at: marks.time.clone(),
-        },
-    );
-    let nodes = format!(
-        "revision {}: {} nodes",
-        written.spec.revision,
-        written.spec.nodes.len()
-    );
-    marks.set(status, types::RENDERED, Status::True, "Rendered", &nodes);
-    status.render_hash = Some(r.hash.clone());
-    status.resource_graph_ref = Some(LocalObjectReference {
-        name: transform.name_any(),
-    });
-    *graph = Some(written);
-    Ok(true)
-}
-
-/// Server-side applies the ResourceGraph (same name, owned by the Transform); the revision
-/// goes up only when the render changed. Returns the graph as the server now holds it.
-async fn write_graph(
-    transform: &Transform,
-    ctx: &Context,
-    r: &Rendering,
-    current: Option<&ResourceGraph>,
-) -> Result<ResourceGraph, Error> {
-    let name = transform.name_any();
-    let namespace = transform.namespace().unwrap_or_default();
-    let revision = match current {
-        Some(graph) if graph.spec.render_hash == r.hash => graph.spec.revision,
-        Some(graph) => graph.spec.revision + 1,
-        None => 1,
-    };
-    let uid = transform
-        .uid()
-        .ok_or_else(|| Error::Malformed("no uid".into()))?;
-    let owner = OwnerReference {
-        api_version: Transform::api_version(&()).into_owned(),
-        kind: Transform::kind(&()).into_owned(),
-        name: name.clone(),
-        uid,
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
-    let mut nodes = r.rendered.nodes.clone();
-    for node in &mut nodes {
-        node.apply_policy.deletion_policy = transform.spec.deletion_policy;
-        adopt_mode(node, &transform.spec.adopt);
-    }
-    let mut graph = ResourceGraph::new(
-        &name,
-        ResourceGraphSpec {
-            source_ref: SourceRef {
-                api_version: owner.api_version.clone(),
-                kind: owner.kind.clone(),
-                name: name.clone(),
-            },
-            revision,
-            render_hash: r.hash.clone(),
-            module: GraphModule {
-                reference: transform.spec.cue_ref.reference.chars().take(253).collect(),
-                digest: r.fetched.digest.clone(),
-            },
-            service_account_name: service_account(transform, ctx),
-            drift_policy: transform.spec.drift_policy,
-            suspend: false,
-            nodes,
-        },
-    );
-    graph.metadata.owner_references = Some(vec![owner]);
-    Api::<ResourceGraph>::namespaced(ctx.client.clone(), &namespace)
-        .patch(
-            &name,
-            &PatchParams::apply(pequod_api::FIELD_MANAGER).force(),
-            &Patch::Apply(&graph),
-        )
-        .await
-        .map_err(Error::WriteGraph)
-}
-
-/// Marks the Transform's graph suspended (once), so that the executor stops changing its
-/// objects too; resuming re-renders, and the graph written then is no longer suspended.
-async fn suspend_graph(transform: &Transform, ctx: &Context, namespace: &str) -> Result<(), Error> {
-    let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), namespace);
-    let Some(current) = graphs
-        .get_opt(&transform.name_any())
-        .await
-        .map_err(Error::ReadGraph)?
-    else {
-        return Ok(());
-    };
-    if current.spec.suspend || current.metadata.deletion_timestamp.is_some() {
-        return Ok(());
-    }
-    // The same apply as a render writes, with the flag: the other fields keep their owner.
-    let mut graph = ResourceGraph::new(
-        &current.name_any(),
-        ResourceGraphSpec {
-            suspend: true,
-            ..current.spec.clone()
-        },
-    );
-    graph.metadata.owner_references = current.metadata.owner_references.clone();
-    graphs
-        .patch(
-            &current.name_any(),
-            &PatchParams::apply(pequod_api::FIELD_MANAGER).force(),
-            &Patch::Apply(&graph),
-        )
-        .await
-        .map_err(Error::WriteGraph)?;
-    Ok(())
-}
-
-/// Adds the Transform's finalizer before anything is written, so that a delete always tears
-/// the graph down first (even without a garbage collector).
-async fn ensure_finalizer(
-    transform: &Transform,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<(), Error> {
-    if transform.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    let mut finalizers = transform.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_owned());
-    // The resourceVersion makes this a compare-and-swap: no other finalizer is lost.
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": transform.resource_version()}});
-    Api::<Transform>::namespaced(ctx.client.clone(), namespace)
-        .patch(
-            &transform.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(Error::Finalizer)?;
-    Ok(())
-}
-
-/// Deletes the ResourceGraph and waits (via the graph watch) until the executor has torn it
-/// down, then lets the Transform go.
-async fn teardown(transform: &Transform, ctx: &Context, namespace: &str) -> Result<Action, Error> {
-    if !transform.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
-    let name = transform.name_any();
-    let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), namespace);
-    if let Some(graph) = graphs.get_opt(&name).await.map_err(Error::ReadGraph)? {
-        if graph.metadata.deletion_timestamp.is_none() {
-            graphs
-                .delete(&name, &DeleteParams::background())
-                .await
-                .map_err(Error::WriteGraph)?;
-        }
-        // The graph's own deletion event brings us back; the requeue is a safety net.
-        return Ok(Action::requeue(std::time::Duration::from_secs(30)));
-    }
-    let finalizers: Vec<String> = transform
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": transform.resource_version()}});
-    Api::<Transform>::namespaced(ctx.client.clone(), namespace)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::Finalizer)?;
-    Ok(Action::await_change())
 }
 
 #[cfg(test)]

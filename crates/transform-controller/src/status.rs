@@ -112,8 +112,11 @@ pub(crate) fn summarize_from_graph(
     status: &mut TransformStatus,
     graph: Option<&ResourceGraph>,
     timeout: Option<(std::time::Duration, &str)>,
+    secrets: &[String],
 ) -> Option<std::time::Duration> {
-    let (mut reason, mut message, mut kind) = from_graph(graph);
+    let (mut reason, message, mut kind) = from_graph(graph);
+    // Node messages quote what the API server refused, which may be a Secret's value.
+    let mut message = pequod_api::redact::secrets_and_api_values(&message, secrets);
     let mut left = None;
     if let (SummaryKind::Reconciling, Some((timeout, written))) = (&kind, timeout) {
         let elapsed = progressing_for(status, &marks.time);
@@ -211,18 +214,6 @@ pub(crate) fn record_history(status: &mut TransformStatus, entry: HistoryEntry) 
     status.history.truncate(HISTORY_LIMIT);
 }
 
-/// Replaces every Secret value (of 4 characters or more: shorter ones would blank out ordinary
-/// words) in `text` with `[redacted]`: CUE messages quote the values they reject.
-pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
-    let mut text = text.to_owned();
-    for secret in secrets.iter().filter(|s| s.chars().count() >= 4) {
-        if text.contains(secret.as_str()) {
-            text = text.replace(secret.as_str(), "[redacted]");
-        }
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,18 +238,6 @@ mod tests {
         }
         let revisions: Vec<i64> = status.history.iter().map(|h| h.revision).collect();
         assert_eq!(revisions, (3..=12).rev().collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn secrets_are_redacted_but_short_values_are_left_alone() {
-        let secrets = vec!["hunter2".to_owned(), "on".to_owned()];
-        assert_eq!(
-            redact(
-                "conflicting values \"hunter2\" and int (mismatched types) on line 3",
-                &secrets
-            ),
-            "conflicting values \"[redacted]\" and int (mismatched types) on line 3"
-        );
     }
 
     fn graph(
@@ -337,6 +316,42 @@ mod tests {
     }
 
     #[test]
+    fn node_messages_reach_the_transform_without_secret_or_refused_values() {
+        let mut failing = graph(2, Some(2), &[("Reconciling", "True", "NodesFailed")]);
+        let nodes = &mut failing.status.as_mut().expect("status").nodes;
+        nodes[0].phase = NodePhase::Failed;
+        nodes[0].message = Some(
+            r#"Invalid (422): ConfigMap "a" is invalid: metadata.labels: Invalid value: "hunter22 x": must be a label; token hunter22"#
+                .into(),
+        );
+        let mut status = TransformStatus::default();
+        let marks = Marks {
+            generation: Some(1),
+            time: Time(jiff::Timestamp::UNIX_EPOCH),
+        };
+        summarize_from_graph(
+            &marks,
+            &mut status,
+            Some(&failing),
+            None,
+            &["hunter22".to_owned()],
+        );
+        let reconciling = conditions::find(&status.conditions, "Reconciling").expect("condition");
+        assert!(
+            !reconciling.message.contains("hunter22"),
+            "{}",
+            reconciling.message
+        );
+        assert!(
+            reconciling
+                .message
+                .contains("metadata.labels: Invalid value: [redacted]"),
+            "{}",
+            reconciling.message
+        );
+    }
+
+    #[test]
     fn the_summary_follows_the_graph_once_it_observed_the_current_generation() {
         assert_eq!(from_graph(None).2, SummaryKind::Reconciling);
         let ready = graph(2, Some(2), &[("Ready", "True", "AllNodesReady")]);
@@ -379,13 +394,16 @@ mod tests {
             time: at(secs),
         };
         // The pass that wrote the revision.
-        let left = summarize_from_graph(&marks(1000), &mut status, Some(&progressing), timeout);
+        let left =
+            summarize_from_graph(&marks(1000), &mut status, Some(&progressing), timeout, &[]);
         assert_eq!(left, Some(std::time::Duration::from_secs(60)));
-        let left = summarize_from_graph(&marks(1045), &mut status, Some(&progressing), timeout);
+        let left =
+            summarize_from_graph(&marks(1045), &mut status, Some(&progressing), timeout, &[]);
         assert_eq!(left, Some(std::time::Duration::from_secs(15)));
         assert!(conditions::find(&status.conditions, types::STALLED).is_none());
 
-        let left = summarize_from_graph(&marks(1061), &mut status, Some(&progressing), timeout);
+        let left =
+            summarize_from_graph(&marks(1061), &mut status, Some(&progressing), timeout, &[]);
         assert_eq!(left, None);
         let stalled = conditions::find(&status.conditions, types::STALLED).unwrap();
         assert_eq!(
@@ -400,15 +418,17 @@ mod tests {
 
         // Ready again: the deadline no longer applies.
         let ready = graph(2, Some(2), &[("Ready", "True", "AllNodesReady")]);
-        let left = summarize_from_graph(&marks(1100), &mut status, Some(&ready), timeout);
+        let left = summarize_from_graph(&marks(1100), &mut status, Some(&ready), timeout, &[]);
         assert_eq!(left, None);
         assert!(conditions::is_true(&status.conditions, types::READY));
         assert!(conditions::find(&status.conditions, types::STALLED).is_none());
 
         // Unready again much later: the deadline counts from then, not from the revision.
-        let left = summarize_from_graph(&marks(2000), &mut status, Some(&progressing), timeout);
+        let left =
+            summarize_from_graph(&marks(2000), &mut status, Some(&progressing), timeout, &[]);
         assert_eq!(left, Some(std::time::Duration::from_secs(60)));
-        let left = summarize_from_graph(&marks(2030), &mut status, Some(&progressing), timeout);
+        let left =
+            summarize_from_graph(&marks(2030), &mut status, Some(&progressing), timeout, &[]);
         assert_eq!(left, Some(std::time::Duration::from_secs(30)));
     }
 

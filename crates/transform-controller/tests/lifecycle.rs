@@ -466,3 +466,83 @@ async fn an_existing_object_needs_an_adopt_rule_and_a_stuck_graph_times_out() {
         Some("new")
     );
 }
+
+/// A ConfigMap whose label value comes from the input: a value with spaces is refused by the
+/// API server when the graph is written.
+const LABEL_MODULE: &str = r#"
+package demo
+
+#Input: {
+	metadata: {name: string, namespace: string}
+	label: string
+}
+input: #Input
+graph: nodes: [{
+	id: "config"
+	object: {
+		apiVersion: "v1"
+		kind:       "ConfigMap"
+		metadata: {name: input.metadata.name, namespace: input.metadata.namespace, labels: tier: input.label}
+	}
+}]
+"#;
+
+#[tokio::test]
+async fn a_graph_the_api_server_refuses_stalls_the_transform_without_the_secret_value() {
+    let env = shared(Profile::Minimal);
+    let (client, ns) = env.prepare(&pequod_api::crd::all(), "refused").await;
+    let ctx = Arc::new(Context::new(client.clone(), engine()));
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &secret("label", "label: hunter22 is not a label\n"),
+        )
+        .await
+        .expect("secret");
+    let from_secret = ValuesFromSource {
+        kind: ValuesFromKind::Secret,
+        name: "label".into(),
+        values_key: Some("values.yaml".into()),
+        target_path: None,
+        optional: false,
+    };
+    let transforms = Api::<Transform>::namespaced(client.clone(), &ns);
+    transforms
+        .create(
+            &PostParams::default(),
+            &transform(
+                "labelled",
+                cue_ref(SourceType::Inline, LABEL_MODULE),
+                json!({}),
+                vec![from_secret],
+            ),
+        )
+        .await
+        .expect("create");
+    let refused = pass(&transforms, "labelled", &ctx)
+        .await
+        .expect("transform");
+    let (status, reason, message) = condition(&refused, "Stalled");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidGraph"));
+    assert!(
+        message.contains("refused the rendered ResourceGraph (422)"),
+        "{message}"
+    );
+    assert!(message.contains("Invalid value: [redacted]"), "{message}");
+    assert!(!message.contains("hunter22"), "{message}");
+    let serialized = serde_json::to_string(&refused.status).expect("status");
+    assert!(!serialized.contains("hunter22"), "{serialized}");
+    assert!(
+        Api::<ResourceGraph>::namespaced(client.clone(), &ns)
+            .get_opt("labelled")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing written"
+    );
+    // Permanent: the next pass says the same and writes nothing new.
+    let again = pass(&transforms, "labelled", &ctx)
+        .await
+        .expect("transform");
+    assert_eq!(condition(&again, "Stalled").1, "InvalidGraph");
+}

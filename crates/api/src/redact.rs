@@ -1,0 +1,118 @@
+//! Values taken out of the API server's messages before they reach logs, events, conditions
+//! or node messages.
+//!
+//! The API server quotes the value it refuses (`data.k: Invalid value: "s3cr3t": …`), and the
+//! value can be a Secret's, merged into a module's input by `valuesFrom`: Pequod's rule is that
+//! Secret values never leave the Secret. The executor cannot know which values came from a
+//! Secret, so every quoted value of a field error goes; the field path and the rule stay, which
+//! is what a user needs to fix it.
+
+/// The field-error phrases of `k8s.io/apimachinery/pkg/util/validation/field` that are followed
+/// by the offending value.
+const VALUE_PHRASES: [&str; 4] = [
+    "Invalid value: ",
+    "Unsupported value: ",
+    "Duplicate value: ",
+    "Not found: ",
+];
+
+/// The placeholder for a removed value.
+pub const REDACTED: &str = "[redacted]";
+
+/// `message` with the value after each field-error phrase replaced by [`REDACTED`].
+pub fn api_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some((at, phrase)) = VALUE_PHRASES
+        .iter()
+        .filter_map(|p| rest.find(p).map(|i| (i, *p)))
+        .min_by_key(|(i, _)| *i)
+    {
+        let start = at + phrase.len();
+        out.push_str(&rest[..start]);
+        let end = start + value_length(&rest[start..]);
+        if end > start {
+            out.push_str(REDACTED);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The length of the value at the start of `text`: a quoted string (with escapes), or
+/// anything up to the next `": "`, `", "` or the end, keeping brackets balanced.
+fn value_length(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    if bytes.first() == Some(&b'"') {
+        let mut i = 1;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 2,
+                b'"' => return (i + 1).min(bytes.len()),
+                _ => i += 1,
+            }
+        }
+        return bytes.len();
+    }
+    let mut depth = 0_i32;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' | '[' | '(' => depth += 1,
+            '}' | ']' | ')' => depth -= 1,
+            ':' | ',' if depth <= 0 && text[i + 1..].starts_with(' ') => return i,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// `text` with every Secret value (of 4 characters or more: shorter ones would blank out
+/// ordinary words) replaced by [`REDACTED`], and the API server's quoted values too.
+pub fn secrets_and_api_values(text: &str, secrets: &[String]) -> String {
+    let mut text = api_values(text);
+    for secret in secrets.iter().filter(|s| s.chars().count() >= 4) {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), REDACTED);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_and_bare_values_go_paths_and_rules_stay() {
+        let message = r#"ConfigMap "app" is invalid: [metadata.labels: Invalid value: "s3cr3t value": a valid label must be an empty string or consist of alphanumeric characters, spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive]"#;
+        let redacted = api_values(message);
+        assert!(!redacted.contains("s3cr3t"), "{redacted}");
+        assert!(!redacted.contains("70000"), "{redacted}");
+        assert!(redacted.contains("metadata.labels: Invalid value: [redacted]: a valid label"));
+        assert!(redacted.contains("spec.ports[0].port: Invalid value: [redacted]: must be"));
+        let escaped = r#"data: Invalid value: "a \"quoted\" s3cr3t": bad"#;
+        assert_eq!(api_values(escaped), "data: Invalid value: [redacted]: bad");
+        let object = "spec: Invalid value: map[string]interface {}{\"k\":\"s3cr3t\"}: bad";
+        assert_eq!(api_values(object), "spec: Invalid value: [redacted]: bad");
+        let listed = r#"spec.type: Unsupported value: "Odd": supported values: "A", "B""#;
+        assert_eq!(
+            api_values(listed),
+            r#"spec.type: Unsupported value: [redacted]: supported values: "A", "B""#
+        );
+        let unterminated = r#"x: Invalid value: "s3cr3t"#;
+        assert_eq!(api_values(unterminated), "x: Invalid value: [redacted]");
+        assert_eq!(api_values("no values here"), "no values here");
+        assert_eq!(api_values("Invalid value: "), "Invalid value: ");
+    }
+
+    #[test]
+    fn secrets_go_wherever_they_appear() {
+        let secrets = vec!["hunter22".to_owned(), "abc".to_owned()];
+        let text = "password hunter22 in abc: Duplicate value: \"x\"";
+        assert_eq!(
+            secrets_and_api_values(text, &secrets),
+            "password [redacted] in abc: Duplicate value: [redacted]"
+        );
+    }
+}
