@@ -195,6 +195,16 @@ async fn invalid_transforms_are_rejected_with_the_validation_message() {
             "spec.input: Invalid value: \"string\"",
         ),
         (
+            "serviceAccountName naming another namespace",
+            json!({"cueRef": {"type": "embedded", "ref": "webservice"}, "serviceAccountName": "kube-system:default"}),
+            "spec.serviceAccountName",
+        ),
+        (
+            "valuesFrom name with a slash",
+            json!({"cueRef": {"type": "embedded", "ref": "webservice"}, "valuesFrom": [{"kind": "Secret", "name": "other/secret"}]}),
+            "spec.valuesFrom[0].name",
+        ),
+        (
             "bad duration",
             json!({"cueRef": {"type": "oci", "ref": "r/m", "interval": "soon"}}),
             "spec.cueRef.interval",
