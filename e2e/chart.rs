@@ -153,6 +153,16 @@ fn helm_lint_passes_strict_and_the_schema_refuses_bad_values() {
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("cue.instances=0", "/cue/instances"),
         ("rbac.clusterScoped=maybe", "/rbac/clusterScoped"),
+        ("clusterScopedKinds={Name space}", "/clusterScopedKinds/0"),
+        (
+            "clusterScopedKinds={Kind*.example.com}",
+            "/clusterScopedKinds/0",
+        ),
+        (
+            "clusterScopedNamespaceSelector=tier in (trusted)",
+            "/clusterScopedNamespaceSelector",
+        ),
+        ("allowRbacWithoutIdentity=yes", "/allowRbacWithoutIdentity"),
     ] {
         let (ok, stdout, stderr) = helm(&["lint", chart, "--set", set]);
         assert!(!ok, "helm lint accepted --set {set}:\n{stdout}");
@@ -236,12 +246,22 @@ fn check_default_deployment(docs: &[Value]) {
     ] {
         assert!(args.contains(&arg), "{arg} missing from {args:?}");
     }
-    assert!(
-        !args
-            .iter()
-            .any(|a| a.starts_with("--namespaces") || a.starts_with("--allow-cluster-scoped")),
-        "{args:?}"
-    );
+    // Defaults: tenants stay in their namespace (no cluster-scoped kinds, no RBAC objects
+    // without a ServiceAccount, no local sources).
+    for flag in [
+        "--namespaces",
+        "--allow-cluster-scoped",
+        "--cluster-scoped-kinds",
+        "--cluster-scoped-namespace-selector",
+        "--allow-rbac-without-identity",
+        "--allow-namespaces",
+        "--allow-local-sources",
+    ] {
+        assert!(
+            !args.iter().any(|a| a.starts_with(flag)),
+            "{flag}: {args:?}"
+        );
+    }
     let env = &container["env"];
     assert!(env.as_array().is_some_and(|env| {
         env.iter().any(|e| e
@@ -290,6 +310,10 @@ fn check_default_rbac(docs: &[Value]) {
     }
     assert!(!has_rule(own, g, "transforms", "create"), "{own}");
     assert!(!has_rule(own, "", "secrets", "update"), "{own}");
+    assert!(
+        !has_rule(own, "", "namespaces", "get"),
+        "only with a cluster-scope selector: {own}"
+    );
     let binding = find(docs, "ClusterRoleBinding", "pequod", None);
     assert_eq!(binding["roleRef"]["name"], "pequod");
     assert_eq!(
@@ -413,20 +437,6 @@ const FLAGS_NOT_IN_ARGS: &[(&str, &str)] = &[
         "POD_NAMESPACE env (downward API)",
     ),
     ("--identity", "POD_NAME env (downward API)"),
-    ("--namespaces", "only when watchNamespaces is set"),
-    (
-        "--allow-cluster-scoped",
-        "a switch, only when allowClusterScoped is true",
-    ),
-    ("--allow-namespaces", "only when allowNamespaces is set"),
-    (
-        "--default-service-account",
-        "only when defaultServiceAccount is set",
-    ),
-    (
-        "--insecure-registries",
-        "only when insecureRegistries is set",
-    ),
     (
         "--allow-local-sources",
         "tests and local demos only, never a cluster's setting",
@@ -434,6 +444,62 @@ const FLAGS_NOT_IN_ARGS: &[(&str, &str)] = &[
     ("--help", "not a setting"),
     ("--version", "not a setting"),
 ];
+
+/// Flags the chart passes only when a value asks for them (empty lists, empty strings and
+/// false switches have no flag form the operator accepts): the flag, the `--set` that turns
+/// it on, and the arg it must then render.
+const FLAGS_FROM_OPTIONAL_VALUES: &[(&str, &str, &str)] = &[
+    (
+        "--namespaces",
+        "watchNamespaces={team-a,team-b}",
+        "--namespaces=team-a,team-b",
+    ),
+    (
+        "--cluster-scoped-kinds",
+        "clusterScopedKinds={Namespace,ClusterRole.rbac.authorization.k8s.io}",
+        "--cluster-scoped-kinds=Namespace,ClusterRole.rbac.authorization.k8s.io",
+    ),
+    (
+        "--cluster-scoped-namespace-selector",
+        "clusterScopedNamespaceSelector=tenancy=trusted\\,!legacy",
+        "--cluster-scoped-namespace-selector=tenancy=trusted,!legacy",
+    ),
+    (
+        "--allow-cluster-scoped",
+        "allowClusterScoped=true",
+        "--allow-cluster-scoped",
+    ),
+    (
+        "--allow-rbac-without-identity",
+        "allowRbacWithoutIdentity=true",
+        "--allow-rbac-without-identity",
+    ),
+    (
+        "--allow-namespaces",
+        "allowNamespaces={shared}",
+        "--allow-namespaces=shared",
+    ),
+    (
+        "--default-service-account",
+        "defaultServiceAccount=deployer",
+        "--default-service-account=deployer",
+    ),
+    (
+        "--insecure-registries",
+        "insecureRegistries={r1:5000}",
+        "--insecure-registries=r1:5000",
+    ),
+];
+
+/// The operator container's args of a rendered chart.
+fn container_args(docs: &[Value]) -> Vec<String> {
+    find(docs, "Deployment", "pequod", None)["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect()
+}
 
 #[test]
 fn every_operator_flag_is_set_by_the_chart_or_deliberately_left_out() {
@@ -448,18 +514,35 @@ fn every_operator_flag_is_set_by_the_chart_or_deliberately_left_out() {
         .filter_map(|l| l.split([' ', '=', '<']).next())
         .collect();
     assert!(flags.len() > 20, "parsed flags from --help: {flags:?}");
-    let docs = template(&[]);
-    let args = find(&docs, "Deployment", "pequod", None)["spec"]["template"]["spec"]["containers"]
-        [0]["args"]
-        .to_string();
-    for flag in flags {
+    let defaults = container_args(&template(&[]));
+    for flag in &flags {
         let flag = format!("--{flag}");
-        let passed = args.contains(&format!("\"{flag}="));
+        let passed = defaults.iter().any(|a| a.starts_with(&format!("{flag}=")));
         let left_out = FLAGS_NOT_IN_ARGS.iter().any(|(f, _)| *f == flag);
+        let optional = FLAGS_FROM_OPTIONAL_VALUES.iter().any(|(f, ..)| *f == flag);
         assert!(
-            passed || left_out,
+            passed || left_out || optional,
             "the operator has {flag} but the chart neither passes it nor explains why not \
-             (add a value in charts/pequod or a FLAGS_NOT_IN_ARGS entry)"
+             (add a value in charts/pequod and a FLAGS_FROM_OPTIONAL_VALUES entry, or a \
+             FLAGS_NOT_IN_ARGS entry)"
+        );
+    }
+    // Each optional flag is absent by default and rendered exactly when its value is set.
+    for (flag, set, expected) in FLAGS_FROM_OPTIONAL_VALUES {
+        assert!(
+            flags.contains(&flag.trim_start_matches("--")),
+            "{flag} is no longer an operator flag"
+        );
+        assert!(
+            !defaults
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}="))),
+            "{flag} by default: {defaults:?}"
+        );
+        let args = container_args(&template(&["--set", set]));
+        assert!(
+            args.iter().any(|a| a == expected),
+            "--set {set} should render {expected}: {args:?}"
         );
     }
 }
@@ -627,6 +710,192 @@ fn check_namespaced_rbac() {
     assert_eq!(
         find(&docs, "ClusterRole", "pequod-apply", None)["rules"],
         json!([])
+    );
+}
+
+/// The tenant-boundary values: granted cluster-scoped kinds keep the apply permission bound
+/// cluster-wide (as the deprecated allowClusterScoped does), a namespace selector lets the
+/// operator read Namespaces, and each value renders its flag.
+#[test]
+fn helm_template_variants_cluster_scoped_kinds_selector_and_rbac_identity() {
+    // One watched namespace would bind everything per namespace; cluster-scoped kinds need
+    // the cluster-wide apply binding, and the operator's own role follows it.
+    let docs = template(&[
+        "--set",
+        "watchNamespaces={team-a}",
+        "--set",
+        "clusterScopedKinds={Namespace}",
+    ]);
+    find(&docs, "ClusterRoleBinding", "pequod-apply", None);
+    find(&docs, "ClusterRoleBinding", "pequod", None);
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "RoleBinding" && d["metadata"]["name"] == "pequod-apply"),
+        "{}",
+        names(&docs)
+    );
+    let args = container_args(&docs);
+    assert!(
+        args.iter().any(|a| a == "--cluster-scoped-kinds=Namespace"),
+        "{args:?}"
+    );
+    assert!(
+        !args.iter().any(|a| a == "--allow-cluster-scoped"),
+        "the deprecated switch only from allowClusterScoped: {args:?}"
+    );
+    assert!(
+        !has_rule(
+            &find(&docs, "ClusterRole", "pequod", None)["rules"],
+            "",
+            "namespaces",
+            "get"
+        ),
+        "no selector, no Namespace reads"
+    );
+
+    // A selector: the executor reads a graph's Namespace (its labels) with the operator's
+    // own identity, so role (a) gets `get` on namespaces, and nothing more.
+    let docs = template(&[
+        "--set",
+        "clusterScopedKinds={Namespace,*.example.com}",
+        "--set",
+        "clusterScopedNamespaceSelector=tenancy=trusted\\,!legacy",
+        "--set",
+        "allowRbacWithoutIdentity=true",
+    ]);
+    let own = &find(&docs, "ClusterRole", "pequod", None)["rules"];
+    assert!(has_rule(own, "", "namespaces", "get"), "{own}");
+    for verb in ["list", "watch", "update", "patch", "create", "delete"] {
+        assert!(!has_rule(own, "", "namespaces", verb), "{verb}: {own}");
+    }
+    let args = container_args(&docs);
+    for arg in [
+        "--cluster-scoped-kinds=Namespace,*.example.com",
+        "--cluster-scoped-namespace-selector=tenancy=trusted,!legacy",
+        "--allow-rbac-without-identity",
+    ] {
+        assert!(args.iter().any(|a| a == arg), "{arg} missing from {args:?}");
+    }
+
+    // A selector without granted kinds selects nothing: no flag needs the Namespace reads.
+    let docs = template(&["--set", "clusterScopedNamespaceSelector=tenancy=trusted"]);
+    assert!(!has_rule(
+        &find(&docs, "ClusterRole", "pequod", None)["rules"],
+        "",
+        "namespaces",
+        "get"
+    ));
+
+    // The deprecated switch still works as before, and with a selector also reads Namespaces.
+    let docs = template(&[
+        "--set",
+        "allowClusterScoped=true",
+        "--set",
+        "clusterScopedNamespaceSelector=tenancy=trusted",
+    ]);
+    assert!(has_rule(
+        &find(&docs, "ClusterRole", "pequod", None)["rules"],
+        "",
+        "namespaces",
+        "get"
+    ));
+    assert!(container_args(&docs).contains(&"--allow-cluster-scoped".to_owned()));
+}
+
+/// `helm install --dry-run` output (with the NOTES) against the test control plane: helm
+/// prints NOTES only for an install, and even a client-side dry run checks that the cluster
+/// answers.
+fn install_notes(extra: &[&str]) -> String {
+    let chart = chart_dir();
+    let kubeconfig = support::env().kubeconfig().to_str().expect("UTF-8 path");
+    let mut args = vec![
+        "install",
+        "pequod",
+        chart.to_str().expect("UTF-8 path"),
+        "--namespace",
+        "pequod-system",
+        "--kubeconfig",
+        kubeconfig,
+        "--dry-run=client",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = helm(&args);
+    assert!(ok, "helm install --dry-run {extra:?} failed:\n{stderr}");
+    let notes = stdout
+        .split_once("\nNOTES:\n")
+        .unwrap_or_else(|| panic!("no NOTES in:\n{stdout}"))
+        .1;
+    // One paragraph per line, so that assertions need not care where lines wrap.
+    notes.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn helm_notes_warn_when_tenants_get_cluster_scope_or_rbac_without_identity() {
+    let defaults = install_notes(&[]);
+    assert!(!defaults.contains("WARNING"), "{defaults}");
+    assert!(
+        !defaults.contains("Cluster-scoped kinds granted"),
+        "{defaults}"
+    );
+
+    let namespaces = install_notes(&["--set", "clusterScopedKinds={Namespace}"]);
+    for expected in [
+        "Cluster-scoped kinds granted to graphs in any namespace: Namespace.",
+        "never named, adopted or created-if-absent",
+        "WARNING: cluster-scoped kinds are granted and defaultServiceAccount is empty",
+        "with the operator's own rights (ClusterRole pequod-apply, bound cluster-wide)",
+        "set defaultServiceAccount",
+        "set clusterScopedNamespaceSelector",
+        "keep clusterScopedKinds to the kinds your modules need",
+    ] {
+        assert!(
+            namespaces.contains(expected),
+            "{expected:?} in:\n{namespaces}"
+        );
+    }
+    assert!(
+        !namespaces.contains("allowRbacWithoutIdentity"),
+        "{namespaces}"
+    );
+
+    let everything = install_notes(&[
+        "--set",
+        "allowClusterScoped=true",
+        "--set",
+        "clusterScopedNamespaceSelector=tenancy=trusted",
+        "--set",
+        "allowRbacWithoutIdentity=true",
+    ]);
+    for expected in [
+        "whose labels match \"tenancy=trusted\": every cluster-scoped kind.",
+        "allowClusterScoped is deprecated",
+        "webhook configurations",
+        "instead of every kind",
+        "keep the right to label Namespaces with the platform team",
+        "WARNING: allowRbacWithoutIdentity is on and defaultServiceAccount is empty",
+        "bind themselves or anyone to whatever pequod-apply allows",
+    ] {
+        assert!(
+            everything.contains(expected),
+            "{expected:?} in:\n{everything}"
+        );
+    }
+
+    // With a default ServiceAccount Kubernetes RBAC decides: no warning, and the RBAC switch
+    // is said to do nothing.
+    let held = install_notes(&[
+        "--set",
+        "clusterScopedKinds={Namespace}",
+        "--set",
+        "allowRbacWithoutIdentity=true",
+        "--set",
+        "defaultServiceAccount=deployer",
+    ]);
+    assert!(!held.contains("WARNING"), "{held}");
+    assert!(
+        held.contains("allowRbacWithoutIdentity has no effect while defaultServiceAccount is set"),
+        "{held}"
     );
 }
 

@@ -69,15 +69,34 @@ The image reference: repository@digest, else repository:tag (tag defaults to app
 {{- end }}
 
 {{/*
+"true" when graphs are granted cluster-scoped kinds: clusterScopedKinds is set, or the
+deprecated allowClusterScoped (every kind) is on; "" otherwise.
+*/}}
+{{- define "pequod.clusterScopedGranted" -}}
+{{- if or .Values.allowClusterScoped (not (empty .Values.clusterScopedKinds)) }}true{{ end }}
+{{- end }}
+
+{{/*
+The cluster-scoped kinds granted, for messages: "every kind" under allowClusterScoped or "*",
+else the list.
+*/}}
+{{- define "pequod.clusterScopedKindsText" -}}
+{{- if or .Values.allowClusterScoped (has "*" .Values.clusterScopedKinds) }}every cluster-scoped kind
+{{- else }}{{ join ", " .Values.clusterScopedKinds }}
+{{- end }}
+{{- end }}
+
+{{/*
 "true" when permissions are bound cluster-wide (ClusterRoleBindings), "" when per namespace
 (RoleBindings). rbac.clusterScoped decides when set; unset, cluster-wide unless
-watchNamespaces is set (and allowClusterScoped is off: cluster-scoped objects need a
-cluster-wide binding).
+watchNamespaces is set (and no cluster-scoped kinds are granted by clusterScopedKinds or
+allowClusterScoped: cluster-scoped objects, and objects in the Namespaces a graph creates,
+need a cluster-wide binding).
 */}}
 {{- define "pequod.rbac.clusterWide" -}}
 {{- if kindIs "bool" .Values.rbac.clusterScoped }}
 {{- if .Values.rbac.clusterScoped }}true{{ end }}
-{{- else if or (empty .Values.watchNamespaces) .Values.allowClusterScoped }}true
+{{- else if or (empty .Values.watchNamespaces) (include "pequod.clusterScopedGranted" .) }}true
 {{- end }}
 {{- end }}
 
