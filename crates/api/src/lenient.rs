@@ -7,7 +7,16 @@
 //! fields are read as raw JSON first (serde_json skips a raw value without recursion) and only
 //! then parsed on their own; a value that cannot be parsed is replaced by a marker that the
 //! controller reports on that one object (`Stalled`, reason `InvalidSpec`).
+//!
+//! The API server also mirrors every field an object sets in its `metadata.managedFields`, one
+//! level deeper: [`Lenient`] wraps a kind for watches and lists so that `managedFields` (which
+//! no controller here reads) is skipped without recursion, and the rest is decoded as usual.
 
+use std::borrow::Cow;
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -64,6 +73,97 @@ pub fn problem(value: &Value, max_bytes: usize) -> Option<String> {
     (size > max_bytes).then(|| format!("{size} bytes of JSON; at most {max_bytes} are allowed"))
 }
 
+/// An object of kind `K` read for a watch or a list: its `metadata.managedFields` dropped
+/// unread, so that an object whose fields nest deeper than serde_json decodes (its managed
+/// fields one level deeper still) never fails the list of all the others.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lenient<K>(pub K);
+
+impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = deserializer.deserialize_map(WithoutManagedFields { top: true })?;
+        serde_json::from_str(&text)
+            .map(Lenient)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Re-writes an object as JSON text with `metadata.managedFields` left out (skipped by
+/// serde_json without recursion); every other value is copied raw.
+struct WithoutManagedFields {
+    /// At the object's top level (where `metadata` is), not inside `metadata`.
+    top: bool,
+}
+
+impl<'de> Visitor<'de> for WithoutManagedFields {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+        let mut out = String::from("{");
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if !self.top && key == "managedFields" {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(&key).map_err(serde::de::Error::custom)?);
+            out.push(':');
+            if self.top && key == "metadata" {
+                out.push_str(&map.next_value_seed(MetadataSeed)?);
+            } else {
+                out.push_str(map.next_value::<Box<RawValue>>()?.get());
+            }
+        }
+        out.push('}');
+        Ok(out)
+    }
+}
+
+struct MetadataSeed;
+
+impl<'de> serde::de::DeserializeSeed<'de> for MetadataSeed {
+    type Value = String;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_map(WithoutManagedFields { top: false })
+    }
+}
+
+impl<K: kube::Resource> kube::Resource for Lenient<K> {
+    type DynamicType = K::DynamicType;
+    type Scope = K::Scope;
+
+    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        self.0.meta()
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        self.0.meta_mut()
+    }
+}
+
 /// Depth of a JSON value (a scalar is 1), counted without recursion.
 pub fn depth(value: &Value) -> usize {
     let mut deepest = 0;
@@ -91,6 +191,11 @@ mod tests {
     }
 
     #[derive(Deserialize)]
+    struct Items {
+        items: Vec<Lenient<crate::Transform>>,
+    }
+
+    #[derive(Deserialize)]
     struct List {
         items: Vec<Holder>,
     }
@@ -115,6 +220,38 @@ mod tests {
         assert_eq!(list.items[0].other, 1);
         assert_eq!(list.items[1].input, Some(serde_json::json!({"b": 2})));
         assert_eq!(problem(&serde_json::json!({"b": 2}), MAX_INPUT_BYTES), None);
+    }
+
+    #[test]
+    fn a_list_with_deep_managed_fields_decodes_every_item() {
+        let deep = nested(300);
+        let item = |name: &str, input: &str, managed: &str| {
+            format!(
+                r#"{{"apiVersion": "platform.pequod.io/v1alpha1", "kind": "Transform",
+                "metadata": {{"name": "{name}", "namespace": "ns", "labels": {{"a": "b"}},
+                    "managedFields": [{{"manager": "kubectl", "fieldsV1": {managed}}}]}},
+                "spec": {{"cueRef": {{"type": "embedded", "ref": "webservice"}}, "input": {input}}}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"items": [{}, {}]}}"#,
+            item("deep", &format!(r#"{{"x": {deep}}}"#), &format!(r#"{{"f:spec": {deep}}}"#)),
+            item("fine", r#"{"replicas": 2}"#, r#"{"f:spec": {}}"#),
+        );
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&text).is_err(),
+            "too deep for serde_json as it is"
+        );
+        let list: Items = serde_json::from_str(&text).expect("every item decodes");
+        let [deep, fine] = &list.items[..] else {
+            panic!("two items")
+        };
+        assert_eq!(deep.0.metadata.name.as_deref(), Some("deep"));
+        assert_eq!(deep.0.metadata.managed_fields, None);
+        assert!(deep.0.spec.problem().is_some_and(|p| p.contains("cannot be decoded")));
+        assert_eq!(fine.0.spec.input, Some(serde_json::json!({"replicas": 2})));
+        assert_eq!(fine.0.metadata.labels.as_ref().map(|l| l["a"].as_str()), Some("b"));
+        assert_eq!(fine.0.spec.problem(), None);
     }
 
     #[test]

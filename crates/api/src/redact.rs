@@ -41,7 +41,8 @@ pub fn api_values(message: &str) -> String {
 }
 
 /// The length of the value at the start of `text`: a quoted string (with escapes), or
-/// anything up to the next `": "`, `", "` or the end, keeping brackets balanced.
+/// anything up to the next `": "` with brackets balanced. Zero when there is no value: CEL
+/// rule failures read `Invalid value: <the rule's message>`, with nothing to take out.
 fn value_length(text: &str) -> usize {
     let bytes = text.as_bytes();
     if bytes.first() == Some(&b'"') {
@@ -60,11 +61,12 @@ fn value_length(text: &str) -> usize {
         match c {
             '{' | '[' | '(' => depth += 1,
             '}' | ']' | ')' => depth -= 1,
-            ':' | ',' if depth <= 0 && text[i + 1..].starts_with(' ') => return i,
+            ':' if depth <= 0 && text[i + 1..].starts_with(' ') => return i,
+            ',' if depth <= 0 && text[i + 1..].starts_with(' ') => return 0,
             _ => {}
         }
     }
-    text.len()
+    0
 }
 
 /// `text` with every Secret value (of 4 characters or more: shorter ones would blank out
@@ -103,6 +105,8 @@ mod tests {
         let unterminated = r#"x: Invalid value: "s3cr3t"#;
         assert_eq!(api_values(unterminated), "x: Invalid value: [redacted]");
         assert_eq!(api_values("no values here"), "no values here");
+        let rule = "spec.nodes[0].readyWhen[0]: Invalid value: a ConditionMatch rule needs conditionType";
+        assert_eq!(api_values(rule), rule, "a CEL rule's message is not a value");
         assert_eq!(api_values("Invalid value: "), "Invalid value: ");
     }
 

@@ -13,7 +13,12 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt as _};
+use pequod_api::lenient::Lenient;
 use pequod_api::{ResourceGraph, SourceType, Transform, ValuesFromKind};
+
+/// Transforms as the controller watches them: one that cannot be decoded (nested too deep)
+/// never breaks the list of all the others; it is reported on its own (`InvalidSpec`).
+type Watched = Lenient<Transform>;
 use tracing::Instrument as _;
 
 use crate::{CONTROLLER, Context, Error, reconcile};
@@ -57,10 +62,10 @@ enum Referenced {
 
 /// The Transforms in the cache that read the ConfigMap/Secret `object`.
 fn readers<K: Resource>(
-    store: &Store<Transform>,
+    store: &Store<Watched>,
     kind: Referenced,
     object: &PartialObjectMeta<K>,
-) -> Vec<ObjectRef<Transform>> {
+) -> Vec<ObjectRef<Watched>> {
     let (Some(namespace), name) = (object.namespace(), object.name_any()) else {
         return Vec::new();
     };
@@ -69,7 +74,7 @@ fn readers<K: Resource>(
         .iter()
         .filter(|t| t.namespace().as_deref() == Some(namespace.as_str()))
         .filter(|t| {
-            let in_values = t.spec.values_from.iter().any(|v| {
+            let in_values = t.0.spec.values_from.iter().any(|v| {
                 v.name == name
                     && matches!(
                         (v.kind, kind),
@@ -78,8 +83,8 @@ fn readers<K: Resource>(
                     )
             });
             let is_module = matches!(kind, Referenced::ConfigMap)
-                && t.spec.cue_ref.source_type == SourceType::Configmap
-                && t.spec.cue_ref.reference == name;
+                && t.0.spec.cue_ref.source_type == SourceType::Configmap
+                && t.0.spec.cue_ref.reference == name;
             in_values || is_module
         })
         .map(|t| ObjectRef::from_obj(t.as_ref()))
@@ -96,14 +101,14 @@ fn key_of(transform: &Transform) -> (String, String) {
 /// Retries transient errors with exponential backoff and jitter; permanent ones wait for a
 /// change (status already says what is wrong).
 #[allow(clippy::needless_pass_by_value)] // the signature kube-runtime calls
-fn error_policy(transform: Arc<Transform>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(transform: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(transform = %transform.name_any(), %error, permanent = error.is_permanent(), "reconcile failed");
     ctx.metrics
         .reconcile_error(CONTROLLER, error.is_permanent());
     if error.is_permanent() {
         return Action::await_change();
     }
-    Action::requeue(ctx.backoff.next_delay(key_of(&transform)))
+    Action::requeue(ctx.backoff.next_delay(key_of(&transform.0)))
 }
 
 /// Runs the transform-controller until `shutdown` resolves (in-flight reconciles finish);
@@ -117,7 +122,7 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let controller = Controller::new(
-        namespaces.api::<Transform>(&client),
+        namespaces.api::<Watched>(&client),
         watcher::Config::default().any_semantic(),
     )
     .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
@@ -167,10 +172,10 @@ pub async fn run(
                     if !allowed.contains(&transform.namespace().unwrap_or_default()) {
                         return Ok(Action::await_change());
                     }
-                    let key = key_of(&transform);
+                    let key = key_of(&transform.0);
                     let started = Instant::now();
                     // A bug met by one object must not take the others down with the process.
-                    let result = std::panic::AssertUnwindSafe(reconcile(transform, ctx.clone()))
+                    let result = std::panic::AssertUnwindSafe(reconcile(Arc::new(transform.0.clone()), ctx.clone()))
                         .catch_unwind()
                         .await
                         .unwrap_or_else(|panic| {
