@@ -235,7 +235,11 @@ mod tests {
         };
         let text = format!(
             r#"{{"items": [{}, {}]}}"#,
-            item("deep", &format!(r#"{{"x": {deep}}}"#), &format!(r#"{{"f:spec": {deep}}}"#)),
+            item(
+                "deep",
+                &format!(r#"{{"x": {deep}}}"#),
+                &format!(r#"{{"f:spec": {deep}}}"#)
+            ),
             item("fine", r#"{"replicas": 2}"#, r#"{"f:spec": {}}"#),
         );
         assert!(
@@ -248,9 +252,17 @@ mod tests {
         };
         assert_eq!(deep.0.metadata.name.as_deref(), Some("deep"));
         assert_eq!(deep.0.metadata.managed_fields, None);
-        assert!(deep.0.spec.problem().is_some_and(|p| p.contains("cannot be decoded")));
+        assert!(
+            deep.0
+                .spec
+                .problem()
+                .is_some_and(|p| p.contains("cannot be decoded"))
+        );
         assert_eq!(fine.0.spec.input, Some(serde_json::json!({"replicas": 2})));
-        assert_eq!(fine.0.metadata.labels.as_ref().map(|l| l["a"].as_str()), Some("b"));
+        assert_eq!(
+            fine.0.metadata.labels.as_ref().map(|l| l["a"].as_str()),
+            Some("b")
+        );
         assert_eq!(fine.0.spec.problem(), None);
     }
 

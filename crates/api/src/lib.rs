@@ -11,6 +11,7 @@ mod digest;
 pub mod duration;
 pub mod events;
 pub mod lenient;
+pub mod reason;
 pub mod redact;
 pub mod reference;
 pub mod resource_graph;
@@ -30,6 +31,7 @@ pub use transform::{
 
 pub use digest::module_digest;
 pub use duration::parse_duration;
+pub use reason::Reason;
 
 /// The API group of every Pequod kind.
 pub const GROUP: &str = "platform.pequod.io";

@@ -105,8 +105,13 @@ mod tests {
         let unterminated = r#"x: Invalid value: "s3cr3t"#;
         assert_eq!(api_values(unterminated), "x: Invalid value: [redacted]");
         assert_eq!(api_values("no values here"), "no values here");
-        let rule = "spec.nodes[0].readyWhen[0]: Invalid value: a ConditionMatch rule needs conditionType";
-        assert_eq!(api_values(rule), rule, "a CEL rule's message is not a value");
+        let rule =
+            "spec.nodes[0].readyWhen[0]: Invalid value: a ConditionMatch rule needs conditionType";
+        assert_eq!(
+            api_values(rule),
+            rule,
+            "a CEL rule's message is not a value"
+        );
         assert_eq!(api_values("Invalid value: "), "Invalid value: ");
     }
 

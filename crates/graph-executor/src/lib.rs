@@ -201,8 +201,16 @@ pub enum Error {
 
 impl Error {
     /// Permanent errors repeat until someone changes something; the rest are worth retrying.
+    /// The API server's 400/403/404/409/422 are permanent; 429, 5xx, timeouts and network
+    /// failures are transient.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Error::Malformed(_))
+        match self {
+            Error::Observe(e) | Error::Record(e) | Error::Status(e) => {
+                matches!(e, kube::Error::Api(s) if pequod_api::reason::is_permanent_status(s.code))
+            }
+            Error::Malformed(_) => true,
+            Error::Panicked(_) => false,
+        }
     }
 }
 
@@ -210,15 +218,16 @@ fn key_of(graph: &ResourceGraph) -> (String, String) {
     (graph.namespace().unwrap_or_default(), graph.name_any())
 }
 
-/// Retries transient errors with exponential backoff and jitter; permanent ones wait for a
-/// change (the graph is already marked Stalled where that applies).
+/// Retries transient errors with exponential backoff and jitter (1 s to 5 min); permanent ones
+/// slowly (30 s to 30 min), the graph already marked Stalled where that applies.
 #[allow(clippy::needless_pass_by_value)] // the signature kube-runtime calls
 pub fn error_policy(graph: Arc<ResourceGraph>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(graph = %graph.name_any(), %error, permanent = error.is_permanent(), "reconcile failed");
     ctx.metrics
         .reconcile_error(CONTROLLER, error.is_permanent());
     if error.is_permanent() {
-        return Action::await_change();
+        // Slowly: the fix (RBAC, a CRD) may come where no watch sees it.
+        return Action::requeue(ctx.backoff.next_permanent_delay(key_of(&graph)));
     }
     Action::requeue(ctx.backoff.next_delay(key_of(&graph)))
 }

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt as _;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use pequod_api::Reason;
 use pequod_api::conditions::{self, Summary};
 use pequod_api::{
     ApplyMode, ConflictPolicy, DriftPolicy, GraphNode, GraphPhase, InventoryEntry, NodePhase,
@@ -85,7 +86,7 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     let ctx = match ctx.acting_for(&namespace, graph.spec.service_account_name.as_deref()) {
         Ok(acting) => Arc::new(acting),
         Err(message) => {
-            let refusal = ("ImpersonationUnavailable", message);
+            let refusal = (Reason::ImpersonationUnavailable.as_str(), message);
             return stalled(&graphs, &graph, &ctx, old_status, refusal).await;
         }
     };
@@ -235,7 +236,7 @@ async fn validate(
                 node.id,
                 pequod_api::lenient::MAX_OBJECT_DEPTH
             );
-            return Ok(Err(("InvalidGraph", message)));
+            return Ok(Err((Reason::InvalidGraph.as_str(), message)));
         }
         let api_version = node.object["apiVersion"].as_str().unwrap_or_default();
         let kind = node.object["kind"].as_str().unwrap_or_default();
@@ -263,7 +264,7 @@ async fn validate(
         let spec = match NodeSpec::from_object(&node.id, &desired, node.depends_on.clone()) {
             Ok(spec) => spec,
             Err(e) => {
-                return Ok(Err(("InvalidGraph", e.to_string())));
+                return Ok(Err((Reason::InvalidGraph.as_str(), e.to_string())));
             }
         };
         let hash = apply::content_hash(&desired);
@@ -295,7 +296,7 @@ async fn validate(
     }
     Ok(Dag::build(specs)
         .map(|dag| (dag, observed))
-        .map_err(|e| ("InvalidGraph", e.to_string())))
+        .map_err(|e| (Reason::InvalidGraph.as_str(), e.to_string())))
 }
 
 /// This graph's boundary: the operator's scope, with cluster-scoped kinds only when its
@@ -316,7 +317,7 @@ async fn graph_boundary(
                     "the operator may not read Namespace {namespace:?} to check its labels against the cluster-scope selector: {}",
                     refused.message
                 );
-                return Ok(Err(("OutOfScope", message)));
+                return Ok(Err((Reason::OutOfScope.as_str(), message)));
             }
             Err(e) => return Err(Error::Observe(e)),
         }
@@ -597,19 +598,19 @@ fn node_statuses(
             let kind = seen.desired["kind"].as_str().unwrap_or_default();
             (
                 NodePhase::Pending,
-                "KindNotServed".to_owned(),
+                Reason::KindNotServed.as_str().to_owned(),
                 format!("waiting for the API server to serve {kind}"),
             )
         } else if let Some(blocker) = blocked.get(node.id.as_str()) {
             match blocker {
                 pequod_graph::plan::Blocker::Waiting { dependency } => (
                     NodePhase::Blocked,
-                    "WaitingForDependency".to_owned(),
+                    Reason::WaitingForDependency.as_str().to_owned(),
                     format!("waiting for {dependency:?} to be ready"),
                 ),
                 pequod_graph::plan::Blocker::DependencyFailed { dependency } => (
                     NodePhase::Blocked,
-                    "DependencyFailed".to_owned(),
+                    Reason::DependencyFailed.as_str().to_owned(),
                     format!("dependency {dependency:?} failed"),
                 ),
             }
@@ -618,7 +619,11 @@ fn node_statuses(
         } else if let Some(NodeState::Failed(message)) = states.get(&node.id) {
             (NodePhase::Failed, APPLY_FAILED.to_owned(), message.clone())
         } else {
-            (NodePhase::Pending, "Pending".to_owned(), String::new())
+            (
+                NodePhase::Pending,
+                Reason::Pending.as_str().to_owned(),
+                String::new(),
+            )
         };
         match phase {
             NodePhase::Ready => ready += 1,
@@ -656,7 +661,7 @@ fn summarize(
     let time = now();
     let (phase, action) = if let Some(message) = pruning.filter(|_| failed == 0) {
         let summary = Summary::Reconciling {
-            reason: "Pruning",
+            reason: Reason::Pruning.as_str(),
             message: &message,
         };
         conditions::summarize(&mut status.conditions, summary, generation, &time);
@@ -666,7 +671,7 @@ fn summarize(
         )
     } else if ready == total {
         let summary = Summary::Ready {
-            reason: "AllNodesReady",
+            reason: Reason::AllNodesReady.as_str(),
             message: &format!("{ready}/{total} nodes ready"),
         };
         conditions::summarize(&mut status.conditions, summary, generation, &time);
@@ -676,7 +681,7 @@ fn summarize(
         conditions::summarize(
             &mut status.conditions,
             Summary::Reconciling {
-                reason: "NodesFailed",
+                reason: Reason::NodesFailed.as_str(),
                 message: &message,
             },
             generation,
@@ -691,7 +696,7 @@ fn summarize(
         conditions::summarize(
             &mut status.conditions,
             Summary::Reconciling {
-                reason: "Progressing",
+                reason: Reason::Progressing.as_str(),
                 message: &message,
             },
             generation,
@@ -799,7 +804,7 @@ fn mark_drift(status: &mut ResourceGraphStatus, drift: Option<&str>, generation:
                 &mut status.conditions,
                 conditions::types::DRIFTED,
                 conditions::Status::True,
-                "DriftDetected",
+                Reason::DriftDetected.as_str(),
                 message,
                 generation,
                 &now(),
@@ -920,13 +925,25 @@ fn is_apply_failure(status: &NodeStatus) -> bool {
     status.phase == NodePhase::Failed && status.reason.as_deref() == Some(APPLY_FAILED)
 }
 
-const APPLY_FAILED: &str = "ApplyFailed";
+const APPLY_FAILED: &str = Reason::ApplyFailed.as_str();
 
 fn verdict(readiness: &Readiness) -> (NodePhase, String, String) {
     match readiness {
-        Readiness::Ready => (NodePhase::Ready, "Ready".into(), String::new()),
-        Readiness::InProgress(why) => (NodePhase::Applied, "Progressing".into(), why.clone()),
-        Readiness::Failed(why) => (NodePhase::Failed, "NotReady".into(), why.clone()),
+        Readiness::Ready => (
+            NodePhase::Ready,
+            Reason::Ready.as_str().into(),
+            String::new(),
+        ),
+        Readiness::InProgress(why) => (
+            NodePhase::Applied,
+            Reason::Progressing.as_str().into(),
+            why.clone(),
+        ),
+        Readiness::Failed(why) => (
+            NodePhase::Failed,
+            Reason::NotReady.as_str().into(),
+            why.clone(),
+        ),
     }
 }
 

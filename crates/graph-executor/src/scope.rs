@@ -173,6 +173,37 @@ mod tests {
     }
 
     #[test]
+    fn the_cores_refusal_reasons_are_pequods_reasons() {
+        let boundary = Scope::default().boundary("team", None, false);
+        let key = |group: &str, kind: &str, namespace: Option<&str>| ObjectKey {
+            group: group.into(),
+            kind: kind.into(),
+            namespace: namespace.map(str::to_owned),
+            name: "x".into(),
+        };
+        let refusals = [
+            boundary.refusal(
+                "n",
+                &key("", "ConfigMap", Some("other")),
+                false,
+                WriteMode::Apply,
+            ),
+            boundary.refusal(
+                "n",
+                &key("rbac.authorization.k8s.io", "Role", Some("team")),
+                false,
+                WriteMode::Apply,
+            ),
+            pequod_graph::scope::check_ignore_fields("n", &["/kind".to_owned()]).err(),
+        ];
+        for refusal in refusals {
+            let refusal = refusal.expect("refused");
+            let reason = pequod_api::Reason::parse(refusal.reason()).expect("a known reason");
+            assert_eq!(reason.kind(), pequod_api::reason::Kind::Permanent);
+        }
+    }
+
+    #[test]
     fn cluster_kinds_only_for_trusted_namespaces() {
         let scope = Scope {
             cluster_kinds: vec![KindPattern::parse("Namespace").expect("kind")],

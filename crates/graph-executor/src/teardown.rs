@@ -7,6 +7,7 @@
 use kube::ResourceExt as _;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use pequod_api::Reason;
 use pequod_api::conditions::{self, Summary};
 use pequod_api::{GraphPhase, ResourceGraph, ResourceGraphStatus};
 
@@ -126,7 +127,7 @@ pub async fn teardown(
             std::time::Duration::from_secs(10)
         };
         Summary::Reconciling {
-            reason: "Deleting",
+            reason: Reason::Deleting.as_str(),
             message: &summary_message,
         }
     } else {
@@ -138,7 +139,7 @@ pub async fn teardown(
         );
         wait = FORBIDDEN_RETRY;
         Summary::Stalled {
-            reason: "DeleteForbidden",
+            reason: Reason::DeleteForbidden.as_str(),
             message: &summary_message,
         }
     };

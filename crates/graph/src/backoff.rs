@@ -28,6 +28,15 @@ impl Backoff {
         capped.mul_f64(jitter)
     }
 
+    /// The delay before retrying after one more permanent failure (one that needs someone to
+    /// change something): 30 s doubling to 30 min, ±20 % jitter. Retried all the same, slowly,
+    /// in case the change happened somewhere no watch sees (RBAC, a registry).
+    pub fn next_permanent_delay(&self, key: (String, String)) -> Duration {
+        self.next_delay(key)
+            .mul_f64(30.0)
+            .min(Duration::from_secs(1800).mul_f64(1.2))
+    }
+
     /// Forgets the failures of an object that reconciled.
     pub fn reset(&self, key: &(String, String)) {
         if let Ok(mut failures) = self.failures.lock() {
@@ -51,6 +60,16 @@ mod tests {
         assert!(within(delays[3], 8.0), "{delays:?}");
         assert!(within(delays[11], 300.0), "capped: {delays:?}");
         backoff.reset(&key);
-        assert!(within(backoff.next_delay(key), 1.0));
+        assert!(within(backoff.next_delay(key.clone()), 1.0));
+        backoff.reset(&key);
+        let slow: Vec<Duration> = (0..12)
+            .map(|_| backoff.next_permanent_delay(key.clone()))
+            .collect();
+        assert!(within(slow[0], 30.0), "{slow:?}");
+        assert!(within(slow[2], 120.0), "{slow:?}");
+        assert!(
+            slow[11] <= Duration::from_secs(2160),
+            "capped near 30 min: {slow:?}"
+        );
     }
 }

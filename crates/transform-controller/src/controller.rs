@@ -98,15 +98,16 @@ fn key_of(transform: &Transform) -> (String, String) {
     )
 }
 
-/// Retries transient errors with exponential backoff and jitter; permanent ones wait for a
-/// change (status already says what is wrong).
+/// Retries transient errors with exponential backoff and jitter (1 s to 5 min); permanent ones
+/// slowly (30 s to 30 min), status already saying what is wrong.
 #[allow(clippy::needless_pass_by_value)] // the signature kube-runtime calls
 fn error_policy(transform: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(transform = %transform.name_any(), %error, permanent = error.is_permanent(), "reconcile failed");
     ctx.metrics
         .reconcile_error(CONTROLLER, error.is_permanent());
     if error.is_permanent() {
-        return Action::await_change();
+        // Slowly: the fix (RBAC, a quota) may come where no watch sees it.
+        return Action::requeue(ctx.backoff.next_permanent_delay(key_of(&transform.0)));
     }
     Action::requeue(ctx.backoff.next_delay(key_of(&transform.0)))
 }

@@ -105,7 +105,15 @@ pub enum Error {
 
 impl Error {
     /// Permanent errors repeat until someone changes something; the rest are worth retrying.
+    /// The API server's 400/403/404/409/422 are permanent; 429, 5xx, timeouts and network
+    /// failures are transient.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Error::Malformed(_))
+        match self {
+            Error::ReadGraph(e) | Error::WriteGraph(e) | Error::Status(e) | Error::Finalizer(e) => {
+                matches!(e, kube::Error::Api(s) if pequod_api::reason::is_permanent_status(s.code))
+            }
+            Error::Malformed(_) => true,
+            Error::Transient(_) | Error::Panicked(_) => false,
+        }
     }
 }

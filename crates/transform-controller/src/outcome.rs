@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource as _, ResourceExt as _};
+use pequod_api::Reason;
 use pequod_api::conditions::{Status, Summary, types};
 use pequod_api::{
     GraphModule, HistoryEntry, LocalObjectReference, ResolvedCueRef, ResourceGraph,
@@ -65,7 +66,7 @@ pub(crate) async fn invalid_spec(
         generation: transform.metadata.generation,
         time: now(),
     };
-    stalled(&marks, &mut status, "InvalidSpec", problem);
+    stalled(&marks, &mut status, Reason::InvalidSpec.as_str(), problem);
     crate::events::publish(
         ctx.recorder.as_ref(),
         transform,
@@ -131,15 +132,15 @@ pub(crate) async fn record_outcome(
             })
         }
         Outcome::ValuesFailed { message, transient } => {
-            marks.set(status, types::FETCHED, Status::True, "Fetched", "");
+            fetched(marks, status);
             marks.set(
                 status,
                 types::VALIDATED,
                 Status::False,
-                "ValuesFromFailed",
+                Reason::ValuesFromFailed.as_str(),
                 &message,
             );
-            stalled(marks, status, "ValuesFromFailed", &message);
+            stalled(marks, status, Reason::ValuesFromFailed.as_str(), &message);
             Ok(Next {
                 retry: transient.then_some(message),
                 deadline: None,
@@ -167,7 +168,7 @@ pub(crate) async fn record_outcome(
         }
         Outcome::Unchanged => {
             // Fetched may be False from a failed poll since the last render (registry down).
-            marks.set(status, types::FETCHED, Status::True, "Fetched", "");
+            fetched(marks, status);
             let deadline = status::summarize_from_graph(
                 marks,
                 status,
@@ -202,10 +203,24 @@ pub(crate) async fn record_outcome(
     }
 }
 
-/// Input or module errors: fetched, but not validated (schema) or not rendered.
+fn fetched(marks: &Marks, status: &mut TransformStatus) {
+    marks.set(
+        status,
+        types::FETCHED,
+        Status::True,
+        Reason::Fetched.as_str(),
+        "",
+    );
+}
+
+/// Input, policy or module errors: fetched, but not validated (schema, policy) or not
+/// rendered.
 fn record_invalid(marks: &Marks, status: &mut TransformStatus, reason: &str, message: &str) {
-    marks.set(status, types::FETCHED, Status::True, "Fetched", "");
-    let validated = if reason == "SchemaViolation" {
+    fetched(marks, status);
+    let validated = if [Reason::SchemaViolation, Reason::PolicyViolation]
+        .iter()
+        .any(|r| r.as_str() == reason)
+    {
         Status::False
     } else {
         Status::True
@@ -230,7 +245,7 @@ async fn on_rendered(
     graph: &mut Option<ResourceGraph>,
     secrets: &[String],
 ) -> Result<bool, Error> {
-    marks.set(status, types::FETCHED, Status::True, "Fetched", "");
+    fetched(marks, status);
     let fetched_at = status
         .resolved_cue_ref
         .as_ref()
@@ -263,24 +278,16 @@ async fn on_rendered(
             blocking.len(),
             blocking.join("; ")
         );
-        marks.set(
-            status,
-            types::VALIDATED,
-            Status::False,
-            "PolicyViolation",
-            &message,
-        );
-        marks.set(
-            status,
-            types::RENDERED,
-            Status::False,
-            "PolicyViolation",
-            &message,
-        );
-        stalled(marks, status, "PolicyViolation", &message);
+        record_invalid(marks, status, Reason::PolicyViolation.as_str(), &message);
         return Ok(false);
     }
-    marks.set(status, types::VALIDATED, Status::True, "Valid", "");
+    marks.set(
+        status,
+        types::VALIDATED,
+        Status::True,
+        Reason::Valid.as_str(),
+        "",
+    );
     // Outputs describe what runs: a blocked render does not change them.
     status.outputs.clone_from(&r.rendered.outputs);
     let written = match write_graph(transform, ctx, r, graph.as_ref()).await {
@@ -300,10 +307,10 @@ async fn on_rendered(
                 status,
                 types::RENDERED,
                 Status::False,
-                "InvalidGraph",
+                Reason::InvalidGraph.as_str(),
                 &message,
             );
-            stalled(marks, status, "InvalidGraph", &message);
+            stalled(marks, status, Reason::InvalidGraph.as_str(), &message);
             return Ok(false);
         }
         Err(other) => return Err(other),
@@ -323,7 +330,13 @@ async fn on_rendered(
         written.spec.revision,
         written.spec.nodes.len()
     );
-    marks.set(status, types::RENDERED, Status::True, "Rendered", &nodes);
+    marks.set(
+        status,
+        types::RENDERED,
+        Status::True,
+        Reason::Rendered.as_str(),
+        &nodes,
+    );
     status.render_hash = Some(r.hash.clone());
     status.resource_graph_ref = Some(LocalObjectReference {
         name: transform.name_any(),

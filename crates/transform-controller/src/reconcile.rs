@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt as _;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use pequod_api::Reason;
 use pequod_api::conditions::{self, types};
 use pequod_api::{
     AdoptRule, ApplyMode, ResourceGraph, Severity, Transform, TransformStatus, Violation,
@@ -272,17 +273,21 @@ async fn render(
 fn fetch_reason(error: &pequod_source::FetchError) -> &'static str {
     use pequod_source::FetchError as E;
     match error.cause() {
-        E::Unauthorized { .. } | E::SecretNotFound { .. } | E::BadSecret { .. } => "Unauthorized",
-        E::NotFound { .. } | E::ModuleNotFound { .. } | E::UnknownEmbedded { .. } => "NotFound",
-        E::NoVersionMatches { .. } => "NoVersionMatches",
-        E::Network { .. } | E::Registry { .. } | E::Kube(_) => "NetworkError",
-        E::InvalidRef { .. } => "InvalidRef",
-        E::SourceNotAllowed { .. } => "SourceNotAllowed",
+        E::Unauthorized { .. } | E::SecretNotFound { .. } | E::BadSecret { .. } => {
+            Reason::Unauthorized.as_str()
+        }
+        E::NotFound { .. } | E::ModuleNotFound { .. } | E::UnknownEmbedded { .. } => {
+            Reason::NotFound.as_str()
+        }
+        E::NoVersionMatches { .. } => Reason::NoVersionMatches.as_str(),
+        E::Network { .. } | E::Registry { .. } | E::Kube(_) => Reason::NetworkError.as_str(),
+        E::InvalidRef { .. } => Reason::InvalidRef.as_str(),
+        E::SourceNotAllowed { .. } => Reason::SourceNotAllowed.as_str(),
         E::BadArtifact { .. }
         | E::BadModuleFile { .. }
         | E::NoCueFiles { .. }
-        | E::PackageNotFound { .. } => "BadModule",
-        _ => "FetchFailed",
+        | E::PackageNotFound { .. } => Reason::BadModule.as_str(),
+        _ => Reason::FetchFailed.as_str(),
     }
 }
 
@@ -298,11 +303,11 @@ fn source_type_label(transform: &Transform) -> &'static str {
 
 fn invalid(error: &EvalError) -> Outcome {
     let reason = match error {
-        EvalError::Schema(_) | EvalError::InvalidInput(_) => "SchemaViolation",
+        EvalError::Schema(_) | EvalError::InvalidInput(_) => Reason::SchemaViolation.as_str(),
         EvalError::Timeout(_) | EvalError::OutOfMemory(_) | EvalError::GuestCrash { .. } => {
-            "EvaluationLimit"
+            Reason::EvaluationLimit.as_str()
         }
-        _ => "RenderFailed",
+        _ => Reason::RenderFailed.as_str(),
     };
     let errors = error.cue_errors();
     let violations = if errors.is_empty() {

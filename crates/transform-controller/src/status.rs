@@ -2,6 +2,7 @@
 //! the ResourceGraph the executor runs, node counts, history, and redaction of Secret values.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use pequod_api::Reason;
 use pequod_api::conditions::{self, Status, Summary, types};
 use pequod_api::{HistoryEntry, NodeCounts, NodePhase, ResourceGraph, TransformStatus};
 
@@ -44,7 +45,7 @@ impl Marks {
 pub(crate) fn from_graph(graph: Option<&ResourceGraph>) -> (String, String, SummaryKind) {
     let Some(graph) = graph else {
         return (
-            "GraphPending".into(),
+            Reason::GraphPending.as_str().into(),
             "waiting for the ResourceGraph".into(),
             SummaryKind::Reconciling,
         );
@@ -52,7 +53,7 @@ pub(crate) fn from_graph(graph: Option<&ResourceGraph>) -> (String, String, Summ
     let observed = graph.status.as_ref().and_then(|s| s.observed_generation);
     if observed.is_none() || observed != graph.metadata.generation {
         return (
-            "GraphProgressing".into(),
+            Reason::GraphProgressing.as_str().into(),
             format!(
                 "revision {} is waiting for the graph executor",
                 graph.spec.revision
@@ -77,7 +78,12 @@ pub(crate) fn from_graph(graph: Option<&ResourceGraph>) -> (String, String, Summ
     let (reason, mut message) = condition(types::RECONCILING)
         .or_else(|| condition(types::READY))
         .map_or_else(
-            || ("GraphProgressing".into(), "the graph is progressing".into()),
+            || {
+                (
+                    Reason::GraphProgressing.as_str().into(),
+                    "the graph is progressing".into(),
+                )
+            },
             |c| (c.reason, c.message),
         );
     // The first failing node says what to do about it (the graph's own message only counts).
@@ -125,7 +131,7 @@ pub(crate) fn summarize_from_graph(
                 "not Ready within spec.timeout {written} of the revision being written or of \
                  becoming unready: {message}"
             );
-            reason = "Timeout".into();
+            reason = Reason::Timeout.as_str().into();
             kind = SummaryKind::Stalled;
         } else {
             left = Some(timeout.saturating_sub(elapsed));
