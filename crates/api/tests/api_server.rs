@@ -500,4 +500,3 @@ async fn openapi_publishes_field_descriptions_for_kubectl_explain() {
     // The CRD kube-rs generates is what the server serves.
     assert_eq!(Transform::crd_name(), "transforms.platform.pequod.io");
 }
-
