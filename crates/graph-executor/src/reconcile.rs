@@ -16,7 +16,8 @@ use pequod_api::{
     NodeStatus, ObjectRef, ReadyRule, ReadyRuleType, ResourceGraph, ResourceGraphStatus,
 };
 use pequod_graph::scope::{self as boundary, Owner, WriteMode};
-use pequod_graph::{Dag, NodeSpec, NodeState, Readiness};
+use pequod_graph::verdict::{GraphState, Next, NodeVerdict, Phase};
+use pequod_graph::{Dag, NodeSpec, NodeState};
 use pequod_metrics::Metrics;
 use serde_json::Value;
 
@@ -163,12 +164,12 @@ async fn execute(
         &unserved,
         &mut inventory,
     );
-    let converged = results.iter().all(|(_, r)| r.is_ok())
-        && plan.blocked.is_empty()
-        && unserved.is_empty()
-        && nodes
-            .iter()
-            .all(|n| matches!(n.phase, NodePhase::Ready | NodePhase::Applied));
+    let converged = pequod_graph::verdict::may_prune(
+        results.iter().any(|(_, r)| r.is_err()),
+        plan.blocked.len(),
+        unserved.len(),
+        nodes.iter().map(|n| core_phase(n.phase)),
+    );
     let (inventory, pruning, removed) = prune(ctx, dag, inventory, uid, converged).await;
     let managed = inventory.len();
     let drift = drift_report(graph, &observed);
@@ -575,7 +576,7 @@ fn node_statuses(
         let mut normalized_fields = previous
             .map(|p| p.normalized_fields.clone())
             .unwrap_or_default();
-        let (phase, reason, message) = if let Some(result) = applied.get(&i) {
+        let verdict = if let Some(result) = applied.get(&i) {
             match result {
                 Ok(live) => {
                     applied_hash = Some(seen.hash.clone());
@@ -590,41 +591,26 @@ fn node_statuses(
                         &live,
                         &node.apply_policy.ignore_fields,
                     );
-                    verdict(&pequod_graph::evaluate(&ready_rules(node), &live))
+                    NodeVerdict::of_readiness(&pequod_graph::evaluate(&ready_rules(node), &live))
                 }
-                Err(message) => (NodePhase::Failed, APPLY_FAILED.to_owned(), message.clone()),
+                Err(message) => NodeVerdict::apply_failed(message.as_str()),
             }
         } else if unserved.contains(&i) {
-            let kind = seen.desired["kind"].as_str().unwrap_or_default();
-            (
-                NodePhase::Pending,
-                Reason::KindNotServed.as_str().to_owned(),
-                format!("waiting for the API server to serve {kind}"),
-            )
+            NodeVerdict::kind_not_served(seen.desired["kind"].as_str().unwrap_or_default())
         } else if let Some(blocker) = blocked.get(node.id.as_str()) {
-            match blocker {
-                pequod_graph::plan::Blocker::Waiting { dependency } => (
-                    NodePhase::Blocked,
-                    Reason::WaitingForDependency.as_str().to_owned(),
-                    format!("waiting for {dependency:?} to be ready"),
-                ),
-                pequod_graph::plan::Blocker::DependencyFailed { dependency } => (
-                    NodePhase::Blocked,
-                    Reason::DependencyFailed.as_str().to_owned(),
-                    format!("dependency {dependency:?} failed"),
-                ),
-            }
+            NodeVerdict::of_blocker(blocker)
         } else if let Some(NodeState::Applied(readiness)) = states.get(&node.id) {
-            verdict(readiness)
+            NodeVerdict::of_readiness(readiness)
         } else if let Some(NodeState::Failed(message)) = states.get(&node.id) {
-            (NodePhase::Failed, APPLY_FAILED.to_owned(), message.clone())
+            NodeVerdict::apply_failed(message.as_str())
         } else {
-            (
-                NodePhase::Pending,
-                Reason::Pending.as_str().to_owned(),
-                String::new(),
-            )
+            NodeVerdict::pending()
         };
+        let (phase, reason, message) = (
+            node_phase(verdict.phase),
+            verdict.reason.to_owned(),
+            verdict.message,
+        );
         match phase {
             NodePhase::Ready => ready += 1,
             NodePhase::Failed => failed += 1,
@@ -648,7 +634,8 @@ fn node_statuses(
     (node_status, ready, failed)
 }
 
-/// Status: conditions and phase from the node counts; the action says when to look again.
+/// Status: conditions and phase from the core's summary of the node counts; the action says
+/// when to look again.
 fn summarize(
     status: &mut ResourceGraphStatus,
     pruning: Option<String>,
@@ -658,57 +645,28 @@ fn summarize(
     generation: Option<i64>,
     ctx: &Context,
 ) -> Action {
-    let time = now();
-    let (phase, action) = if let Some(message) = pruning.filter(|_| failed == 0) {
-        let summary = Summary::Reconciling {
-            reason: Reason::Pruning.as_str(),
-            message: &message,
-        };
-        conditions::summarize(&mut status.conditions, summary, generation, &time);
-        (
-            GraphPhase::Progressing,
-            Action::requeue(ctx.config.progress_requeue),
-        )
-    } else if ready == total {
-        let summary = Summary::Ready {
-            reason: Reason::AllNodesReady.as_str(),
-            message: &format!("{ready}/{total} nodes ready"),
-        };
-        conditions::summarize(&mut status.conditions, summary, generation, &time);
-        (GraphPhase::Ready, Action::await_change())
-    } else if failed > 0 {
-        let message = format!("{failed} of {total} nodes failed; {ready}/{total} ready");
-        conditions::summarize(
-            &mut status.conditions,
-            Summary::Reconciling {
-                reason: Reason::NodesFailed.as_str(),
-                message: &message,
-            },
-            generation,
-            &time,
-        );
-        (
-            GraphPhase::Failed,
-            Action::requeue(std::time::Duration::from_secs(30)),
-        )
-    } else {
-        let message = format!("{ready}/{total} nodes ready");
-        conditions::summarize(
-            &mut status.conditions,
-            Summary::Reconciling {
-                reason: Reason::Progressing.as_str(),
-                message: &message,
-            },
-            generation,
-            &time,
-        );
-        (
-            GraphPhase::Progressing,
-            Action::requeue(ctx.config.progress_requeue),
-        )
+    let summary = pequod_graph::verdict::summarize(pruning.as_deref(), ready, failed, total);
+    let condition = match summary.state {
+        GraphState::Ready => Summary::Ready {
+            reason: summary.reason,
+            message: &summary.message,
+        },
+        GraphState::Progressing | GraphState::Failed => Summary::Reconciling {
+            reason: summary.reason,
+            message: &summary.message,
+        },
     };
-    status.phase = Some(phase);
-    action
+    conditions::summarize(&mut status.conditions, condition, generation, &now());
+    status.phase = Some(match summary.state {
+        GraphState::Ready => GraphPhase::Ready,
+        GraphState::Progressing => GraphPhase::Progressing,
+        GraphState::Failed => GraphPhase::Failed,
+    });
+    match summary.next {
+        Next::AwaitChange => Action::await_change(),
+        Next::Soon => Action::requeue(ctx.config.progress_requeue),
+        Next::After(delay) => Action::requeue(delay),
+    }
 }
 
 /// Prune: once every current node is applied, remove the next wave of inventory entries that
@@ -922,28 +880,28 @@ fn policy_label(policy: DriftPolicy) -> &'static str {
 
 /// A node whose last apply failed: retried each pass, a failure for its dependents meanwhile.
 fn is_apply_failure(status: &NodeStatus) -> bool {
-    status.phase == NodePhase::Failed && status.reason.as_deref() == Some(APPLY_FAILED)
+    NodeVerdict::is_apply_failure(core_phase(status.phase), status.reason.as_deref())
 }
 
-const APPLY_FAILED: &str = Reason::ApplyFailed.as_str();
+/// The API's node phase for the core's.
+fn node_phase(phase: Phase) -> NodePhase {
+    match phase {
+        Phase::Pending => NodePhase::Pending,
+        Phase::Blocked => NodePhase::Blocked,
+        Phase::Applied => NodePhase::Applied,
+        Phase::Ready => NodePhase::Ready,
+        Phase::Failed => NodePhase::Failed,
+    }
+}
 
-fn verdict(readiness: &Readiness) -> (NodePhase, String, String) {
-    match readiness {
-        Readiness::Ready => (
-            NodePhase::Ready,
-            Reason::Ready.as_str().into(),
-            String::new(),
-        ),
-        Readiness::InProgress(why) => (
-            NodePhase::Applied,
-            Reason::Progressing.as_str().into(),
-            why.clone(),
-        ),
-        Readiness::Failed(why) => (
-            NodePhase::Failed,
-            Reason::NotReady.as_str().into(),
-            why.clone(),
-        ),
+/// The core's node phase for the API's (`Pruned` entries are no longer nodes: Pending).
+fn core_phase(phase: NodePhase) -> Phase {
+    match phase {
+        NodePhase::Pending | NodePhase::Pruned => Phase::Pending,
+        NodePhase::Blocked => Phase::Blocked,
+        NodePhase::Applied => Phase::Applied,
+        NodePhase::Ready => Phase::Ready,
+        NodePhase::Failed => Phase::Failed,
     }
 }
 

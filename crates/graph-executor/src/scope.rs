@@ -173,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cores_refusal_reasons_are_pequods_reasons() {
+    fn the_cores_reasons_are_pequods_reasons() {
         let boundary = Scope::default().boundary("team", None, false);
         let key = |group: &str, kind: &str, namespace: Option<&str>| ObjectKey {
             group: group.into(),
@@ -200,6 +200,9 @@ mod tests {
             let refusal = refusal.expect("refused");
             let reason = pequod_api::Reason::parse(refusal.reason()).expect("a known reason");
             assert_eq!(reason.kind(), pequod_api::reason::Kind::Permanent);
+        }
+        for reason in pequod_graph::verdict::REASONS {
+            assert!(pequod_api::Reason::parse(reason).is_some(), "{reason}");
         }
     }
 

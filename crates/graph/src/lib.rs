@@ -10,6 +10,8 @@
 //!
 //! - [`scope`] is the tenant boundary: which objects a graph may write, decided on the object
 //!   exactly as it is sent, and which `ignoreFields` a node may have.
+//! - [`verdict`] decides each node's phase and reason, the prune gate and the graph's
+//!   summary, so that the controller only observes and acts.
 //! - [`backoff`] spaces out retries of failing objects.
 //! - [`drift`] finds the desired fields someone else changed, and strips fields left to others.
 //!
@@ -21,6 +23,7 @@ pub mod drift;
 pub mod plan;
 pub mod readiness;
 pub mod scope;
+pub mod verdict;
 
 pub use backoff::Backoff;
 pub use dag::{Dag, GraphError, NodeSpec, ObjectKey};
