@@ -82,6 +82,11 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
     let old_status = graph.status.clone().unwrap_or_default();
     let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), &namespace);
 
+    // An abandoned teardown deletes nothing, so it needs no identity (which may be the very
+    // thing that is broken).
+    if graph.metadata.deletion_timestamp.is_some() && teardown::abandoned(&graph) {
+        return teardown::teardown(&graph, &ctx, &graphs, &uid, old_status).await;
+    }
     // Everything below acts as the graph's ServiceAccount when it names one; the graph's own
     // status is written by the operator.
     let ctx = match ctx.acting_for(&namespace, graph.spec.service_account_name.as_deref()) {

@@ -56,6 +56,14 @@ async fn set_finalizers(
     Ok(())
 }
 
+/// Whether an admin abandoned this graph's teardown ([`ANNOTATION_ABANDON`]).
+pub fn abandoned(graph: &ResourceGraph) -> bool {
+    graph
+        .annotations()
+        .get(ANNOTATION_ABANDON)
+        .is_some_and(|v| v == "true")
+}
+
 /// Who deletes this graph's objects, for messages.
 fn identity(graph: &ResourceGraph) -> String {
     match &graph.spec.service_account_name {
@@ -81,11 +89,7 @@ pub async fn teardown(
         ctx.metrics.forget_graph(&namespace, &name);
         return Ok(Action::await_change());
     }
-    let abandoned = graph
-        .annotations()
-        .get(ANNOTATION_ABANDON)
-        .is_some_and(|v| v == "true");
-    if abandoned {
+    if abandoned(graph) {
         tracing::warn!(
             graph = %format!("{namespace}/{name}"),
             left = old_status.inventory.len(),

@@ -532,13 +532,15 @@ async fn a_forbidden_teardown_stalls_naming_the_identity_and_an_admin_can_abando
         "the Secret that was never created left the inventory"
     );
 
-    // An admin abandons what is left: the finalizer goes, the object stays.
+    // An admin abandons what is left: the finalizer goes, the object stays — even where the
+    // graph's identity cannot be used at all (a context that cannot impersonate).
     let abandon =
         json!({"metadata": {"annotations": {pequod_graph_executor::ANNOTATION_ABANDON: "true"}}});
     graphs
         .patch("tenant", &PatchParams::default(), &Patch::Merge(&abandon))
         .await
         .expect("annotate");
-    passes_until_gone(&graphs, "tenant", &ctx).await;
+    let no_identity = Arc::new(Context::new(client.clone(), Config::default()));
+    passes_until_gone(&graphs, "tenant", &no_identity).await;
     assert!(config_map_exists(&client, &ns, "kept").await);
 }

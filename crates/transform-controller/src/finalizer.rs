@@ -2,13 +2,67 @@
 //! ResourceGraph and waits until the executor has torn it down; a suspended one marks its graph
 //! suspended so that nothing changes its objects.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use pequod_api::{ResourceGraph, ResourceGraphSpec, Transform};
+use pequod_api::conditions::{self, Summary, types};
+use pequod_api::{Reason, ResourceGraph, ResourceGraphSpec, Transform};
 use serde_json::json;
 
+use crate::status::Marks;
 use crate::{Context, Error, FINALIZER};
+
+/// While the graph is torn down, the Transform says how it goes: `Reconciling` (`Deleting`)
+/// with the graph's message, or `Stalled` with the graph's reason (`DeleteForbidden`, naming
+/// the objects and the identity), so that `kubectl get tf` shows why a delete does not end.
+async fn show_teardown(
+    transform: &Transform,
+    ctx: &Context,
+    namespace: &str,
+    graph: &ResourceGraph,
+) -> Result<(), Error> {
+    let graph_status = graph.status.clone().unwrap_or_default();
+    let find = |t: &str| {
+        conditions::find(&graph_status.conditions, t)
+            .filter(|c| c.status == "True")
+            .cloned()
+    };
+    let old = transform.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let marks = Marks {
+        generation: transform.metadata.generation,
+        time: Time(jiff::Timestamp::now()),
+    };
+    if let Some(stalled) = find(types::STALLED) {
+        let summary = Summary::Stalled {
+            reason: &stalled.reason,
+            message: &stalled.message,
+        };
+        marks.summarize(&mut status, summary);
+    } else {
+        let message = find(types::RECONCILING)
+            .map_or_else(|| "deleting the ResourceGraph".to_owned(), |c| c.message);
+        let summary = Summary::Reconciling {
+            reason: Reason::Deleting.as_str(),
+            message: &message,
+        };
+        marks.summarize(&mut status, summary);
+    }
+    if status == old {
+        return Ok(());
+    }
+    let patch = json!({"status": status});
+    Api::<Transform>::namespaced(ctx.client.clone(), namespace)
+        .patch_status(
+            &transform.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
 
 /// Marks the Transform's graph suspended (once), so that the executor stops changing its
 /// objects too; resuming re-renders, and the graph written then is no longer suspended.
@@ -91,6 +145,8 @@ pub(crate) async fn teardown(
                 .delete(&name, &DeleteParams::background())
                 .await
                 .map_err(Error::WriteGraph)?;
+        } else {
+            show_teardown(transform, ctx, namespace, &graph).await?;
         }
         // The graph's own deletion event brings us back; the requeue is a safety net.
         return Ok(Action::requeue(std::time::Duration::from_secs(30)));
