@@ -186,7 +186,7 @@ async fn execute(
     };
     let action = summarize(
         &mut new_status,
-        pruning,
+        pruning.as_deref(),
         ready,
         failed,
         graph.spec.nodes.len(),
@@ -643,14 +643,14 @@ fn node_statuses(
 /// when to look again.
 fn summarize(
     status: &mut ResourceGraphStatus,
-    pruning: Option<String>,
+    pruning: Option<&str>,
     ready: usize,
     failed: usize,
     total: usize,
     generation: Option<i64>,
     ctx: &Context,
 ) -> Action {
-    let summary = pequod_graph::verdict::summarize(pruning.as_deref(), ready, failed, total);
+    let summary = pequod_graph::verdict::summarize(pruning, ready, failed, total);
     let condition = match summary.state {
         GraphState::Ready => Summary::Ready {
             reason: summary.reason,

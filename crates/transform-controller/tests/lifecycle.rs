@@ -244,6 +244,30 @@ async fn execute(
     }
 }
 
+/// A teardown the API server forbids (as the executor reports it on the graph) shows on the
+/// Transform, which is what `kubectl get tf` users look at.
+async fn a_forbidden_teardown_shows_on_the_transform(
+    graphs: &Api<ResourceGraph>,
+    transforms: &Api<Transform>,
+    ctx: &Arc<Context>,
+) {
+    let stalled = json!({"status": {"conditions": [{
+        "type": "Stalled", "status": "True", "reason": "DeleteForbidden",
+        "message": "system:serviceaccount:t:sa may not delete: ConfigMap demo: forbidden",
+        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    graphs
+        .patch_status("demo", &PatchParams::default(), &Patch::Merge(&stalled))
+        .await
+        .expect("graph status");
+    let stuck = pass(transforms, "demo", ctx).await.expect("transform");
+    let (status, reason, message) = condition(&stuck, "Stalled");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "DeleteForbidden")
+    );
+    assert!(message.contains("may not delete"), "{message}");
+}
+
 #[tokio::test]
 async fn status_follows_the_executor_and_delete_tears_the_graph_down_first() {
     let env = shared(Profile::Minimal);
@@ -320,23 +344,7 @@ async fn status_follows_the_executor_and_delete_tears_the_graph_down_first() {
         graph.metadata.deletion_timestamp.is_some(),
         "the graph was asked to go"
     );
-    // A teardown the API server forbids (as the executor reports it on the graph) shows on the
-    // Transform, which is what `kubectl get tf` users look at.
-    let stalled = json!({"status": {"conditions": [{
-        "type": "Stalled", "status": "True", "reason": "DeleteForbidden",
-        "message": "system:serviceaccount:t:sa may not delete: ConfigMap demo: forbidden",
-        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
-    graphs
-        .patch_status("demo", &PatchParams::default(), &Patch::Merge(&stalled))
-        .await
-        .expect("graph status");
-    let stuck = pass(&transforms, "demo", &ctx).await.expect("transform");
-    let (status, reason, message) = condition(&stuck, "Stalled");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("True", "DeleteForbidden")
-    );
-    assert!(message.contains("may not delete"), "{message}");
+    a_forbidden_teardown_shows_on_the_transform(&graphs, &transforms, &ctx).await;
     for _ in 0..3 {
         execute(&graphs, "demo", &executor).await;
     }
