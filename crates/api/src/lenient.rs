@@ -51,6 +51,21 @@ where
     }))
 }
 
+/// `deserialize_with` for a required free-form object (a graph node's object): the value, or
+/// the marker naming why it could not be decoded.
+pub fn object<'de, D>(deserializer: D) -> Result<Value, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let raw = Box::<RawValue>::deserialize(deserializer)?;
+    Ok(serde_json::from_str::<Value>(raw.get()).unwrap_or_else(|error| {
+        marker(&format!(
+            "{} bytes that cannot be decoded ({error}); objects may nest at most {MAX_OBJECT_DEPTH} levels",
+            raw.get().len()
+        ))
+    }))
+}
+
 fn marker(why: &str) -> Value {
     let mut map = serde_json::Map::new();
     map.insert(UNDECODABLE.into(), Value::from(why));

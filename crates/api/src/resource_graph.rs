@@ -99,6 +99,7 @@ pub struct GraphNode {
     pub id: String,
 
     /// The complete Kubernetes object to apply (apiVersion, kind, metadata, spec…).
+    #[serde(deserialize_with = "crate::lenient::object")]
     #[schemars(schema_with = "embedded_object")]
     pub object: serde_json::Value,
 

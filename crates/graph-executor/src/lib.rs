@@ -36,6 +36,11 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt as _};
 use pequod_api::ResourceGraph;
+use pequod_api::lenient::Lenient;
+
+/// ResourceGraphs as the executor watches them: one that cannot be decoded never breaks the
+/// list of all the others.
+type Watched = Lenient<ResourceGraph>;
 use pequod_metrics::Metrics;
 use tracing::Instrument as _;
 
@@ -221,15 +226,15 @@ fn key_of(graph: &ResourceGraph) -> (String, String) {
 /// Retries transient errors with exponential backoff and jitter (1 s to 5 min); permanent ones
 /// slowly (30 s to 30 min), the graph already marked Stalled where that applies.
 #[allow(clippy::needless_pass_by_value)] // the signature kube-runtime calls
-pub fn error_policy(graph: Arc<ResourceGraph>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(graph: Arc<Watched>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(graph = %graph.name_any(), %error, permanent = error.is_permanent(), "reconcile failed");
     ctx.metrics
         .reconcile_error(CONTROLLER, error.is_permanent());
     if error.is_permanent() {
         // Slowly: the fix (RBAC, a CRD) may come where no watch sees it.
-        return Action::requeue(ctx.backoff.next_permanent_delay(key_of(&graph)));
+        return Action::requeue(ctx.backoff.next_permanent_delay(key_of(&graph.0)));
     }
-    Action::requeue(ctx.backoff.next_delay(key_of(&graph)))
+    Action::requeue(ctx.backoff.next_delay(key_of(&graph.0)))
 }
 
 /// Runs the executor, recording into `metrics`, until `shutdown` completes: then no new
@@ -253,8 +258,8 @@ pub async fn run(
     };
     context = context.with_recorder(Recorder::new(client.clone(), reporter));
     let graphs = match context.config.namespaces.as_slice() {
-        [only] => Api::<ResourceGraph>::namespaced(client.clone(), only),
-        _ => Api::<ResourceGraph>::all(client.clone()),
+        [only] => Api::<Watched>::namespaced(client.clone(), only),
+        _ => Api::<Watched>::all(client.clone()),
     };
     let (triggers, triggered) = futures::channel::mpsc::unbounded();
     // A graph writes only into its own namespace and the allowed extra ones, unless it may
@@ -304,9 +309,10 @@ pub async fn run(
                     if !namespaces.is_empty() && !namespaces.contains(&namespace) {
                         return Ok(Action::await_change());
                     }
-                    let key = key_of(&graph);
+                    let key = key_of(&graph.0);
                     let started = Instant::now();
                     // A bug met by one graph must not take the others down with the process.
+                    let graph = Arc::new(graph.0.clone());
                     let result = std::panic::AssertUnwindSafe(reconcile(graph, ctx.clone()))
                         .catch_unwind()
                         .await

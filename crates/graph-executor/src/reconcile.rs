@@ -35,6 +35,10 @@ struct Observed {
     drift: Vec<String>,
 }
 
+/// Graphs as the executor reads and writes them: the answers to its writes are decoded as
+/// leniently as its watch (one graph too deep to decode must still get its status).
+pub(crate) type Graphs = pequod_api::lenient::Lenient<ResourceGraph>;
+
 pub(crate) fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
@@ -80,7 +84,7 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
         uid: &uid,
     };
     let old_status = graph.status.clone().unwrap_or_default();
-    let graphs = Api::<ResourceGraph>::namespaced(ctx.client.clone(), &namespace);
+    let graphs = Api::<Graphs>::namespaced(ctx.client.clone(), &namespace);
 
     // An abandoned teardown deletes nothing, so it needs no identity (which may be the very
     // thing that is broken).
@@ -126,7 +130,7 @@ pub async fn reconcile(graph: Arc<ResourceGraph>, ctx: Arc<Context>) -> Result<A
 async fn execute(
     graph: &ResourceGraph,
     ctx: &Context,
-    graphs: &Api<ResourceGraph>,
+    graphs: &Api<Graphs>,
     uid: &str,
     dag: &Dag,
     mut observed: Vec<Observed>,
@@ -234,6 +238,14 @@ async fn validate(
             boundary::check_ignore_fields(&node.id, &node.apply_policy.ignore_fields)
         {
             return Ok(Err((refusal.reason(), refusal.to_string())));
+        }
+        if let Some(why) = node
+            .object
+            .get(pequod_api::lenient::UNDECODABLE)
+            .and_then(Value::as_str)
+        {
+            let message = format!("node {:?}: object is {why}", node.id);
+            return Ok(Err((Reason::InvalidGraph.as_str(), message)));
         }
         let depth = pequod_api::lenient::depth(&node.object);
         if depth > pequod_api::lenient::MAX_OBJECT_DEPTH {
@@ -463,7 +475,7 @@ fn schedule(
 
 /// Record: every object about to be written is in the inventory before it is written.
 async fn record(
-    graphs: &Api<ResourceGraph>,
+    graphs: &Api<Graphs>,
     name: &str,
     graph: &ResourceGraph,
     dag: &Dag,
@@ -928,7 +940,7 @@ fn reference(desired: &Value, uid: Option<String>) -> ObjectRef {
 
 /// Marks the graph Stalled (nothing written to the cluster) and waits for a change.
 async fn stalled(
-    graphs: &Api<ResourceGraph>,
+    graphs: &Api<Graphs>,
     graph: &ResourceGraph,
     ctx: &Context,
     old: ResourceGraphStatus,
@@ -951,7 +963,7 @@ async fn stalled(
 
 /// Writes the status unless it is unchanged (a steady state writes nothing).
 pub(crate) async fn write_status(
-    graphs: &Api<ResourceGraph>,
+    graphs: &Api<Graphs>,
     name: &str,
     old: &ResourceGraphStatus,
     new: &ResourceGraphStatus,

@@ -12,7 +12,7 @@ use pequod_api::conditions::{self, Summary};
 use pequod_api::{GraphPhase, ResourceGraph, ResourceGraphStatus};
 
 use crate::apply::Resolver;
-use crate::reconcile::{now, write_status};
+use crate::reconcile::{Graphs, now, write_status};
 use crate::{Context, Error, FINALIZER, events, remove};
 
 /// Annotation on a ResourceGraph (value `true`) that ends its teardown at once: the objects
@@ -26,10 +26,7 @@ pub const ANNOTATION_ABANDON: &str = "platform.pequod.io/abandon";
 const FORBIDDEN_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Adds the finalizer before anything is recorded or applied.
-pub async fn ensure_finalizer(
-    graphs: &Api<ResourceGraph>,
-    graph: &ResourceGraph,
-) -> Result<(), Error> {
+pub async fn ensure_finalizer(graphs: &Api<Graphs>, graph: &ResourceGraph) -> Result<(), Error> {
     if graph.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
@@ -40,7 +37,7 @@ pub async fn ensure_finalizer(
 
 /// Sets the finalizer list, conditional on the version read (a concurrent change retries).
 async fn set_finalizers(
-    graphs: &Api<ResourceGraph>,
+    graphs: &Api<Graphs>,
     graph: &ResourceGraph,
     finalizers: Vec<String>,
 ) -> Result<(), Error> {
@@ -80,7 +77,7 @@ fn identity(graph: &ResourceGraph) -> String {
 pub async fn teardown(
     graph: &ResourceGraph,
     ctx: &Context,
-    graphs: &Api<ResourceGraph>,
+    graphs: &Api<Graphs>,
     uid: &str,
     old_status: ResourceGraphStatus,
 ) -> Result<Action, Error> {
@@ -158,7 +155,7 @@ pub async fn teardown(
 async fn release(
     graph: &ResourceGraph,
     ctx: &Context,
-    graphs: &Api<ResourceGraph>,
+    graphs: &Api<Graphs>,
 ) -> Result<Action, Error> {
     let (namespace, name) = (graph.namespace().unwrap_or_default(), graph.name_any());
     if let Some(watches) = &ctx.watches {

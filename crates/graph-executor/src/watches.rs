@@ -18,6 +18,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt as _};
 use pequod_api::ResourceGraph;
+use pequod_api::lenient::Lenient;
 
 use crate::{LABEL_GRAPH, LABEL_GRAPH_NAMESPACE};
 
@@ -40,7 +41,7 @@ struct Watch {
 /// The set of running watches, shared by all reconciles.
 pub struct Watches {
     client: Client,
-    triggers: UnboundedSender<ObjectRef<ResourceGraph>>,
+    triggers: UnboundedSender<ObjectRef<Lenient<ResourceGraph>>>,
     /// Where namespaced kinds are watched; `None`: across all namespaces.
     namespaces: Option<Vec<String>>,
     running: Mutex<HashMap<Kind, Watch>>,
@@ -51,7 +52,7 @@ impl Watches {
     /// `namespaces` only, or everywhere when `None`.
     pub fn new(
         client: Client,
-        triggers: UnboundedSender<ObjectRef<ResourceGraph>>,
+        triggers: UnboundedSender<ObjectRef<Lenient<ResourceGraph>>>,
         namespaces: Option<Vec<String>>,
     ) -> Self {
         Self {
@@ -158,7 +159,7 @@ impl Owners {
         &mut self,
         object: &PartialObjectMeta<DynamicObject>,
         deleted: bool,
-    ) -> Vec<ObjectRef<ResourceGraph>> {
+    ) -> Vec<ObjectRef<Lenient<ResourceGraph>>> {
         let labels = object.labels();
         let now = match (labels.get(LABEL_GRAPH), labels.get(LABEL_GRAPH_NAMESPACE)) {
             (Some(name), Some(namespace)) => Some((namespace.clone(), name.clone())),
@@ -171,7 +172,9 @@ impl Owners {
         };
         now.iter()
             .chain(before.iter().filter(|b| now.as_ref() != Some(*b)))
-            .map(|(namespace, name)| ObjectRef::<ResourceGraph>::new(name).within(namespace))
+            .map(|(namespace, name)| {
+                ObjectRef::<Lenient<ResourceGraph>>::new(name).within(namespace)
+            })
             .collect()
     }
 }

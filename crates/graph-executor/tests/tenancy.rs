@@ -544,3 +544,70 @@ async fn a_forbidden_teardown_stalls_naming_the_identity_and_an_admin_can_abando
     passes_until_gone(&graphs, "tenant", &no_identity).await;
     assert!(config_map_exists(&client, &ns, "kept").await);
 }
+
+#[tokio::test]
+async fn a_graph_too_deep_to_decode_stalls_alone_and_the_list_still_decodes() {
+    let (client, ns, ctx) = setup("deep-graph", Scope::default()).await;
+    create(
+        &client,
+        &ns,
+        "fine",
+        vec![node("cm", config_map("fine", json!({})), &[])],
+    )
+    .await;
+    let mut deep = json!("leaf");
+    for _ in 0..200 {
+        deep = json!({ "x": deep });
+    }
+    let mut body = serde_json::to_value(graph(
+        "deep",
+        vec![node("cm", config_map("deep", json!({})), &[])],
+    ))
+    .expect("graph JSON");
+    body["spec"]["nodes"][0]["object"]["data"] = json!({"k": "v"});
+    body["spec"]["nodes"][0]["object"]["extra"] = deep;
+    let resource = kube::core::ApiResource::erase::<ResourceGraph>(&());
+    let raw = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), &ns, &resource);
+    let object: kube::api::DynamicObject = serde_json::from_value(body).expect("object");
+    match raw.create(&PostParams::default(), &object).await {
+        // Stored; only this client cannot read so deep a value back.
+        Ok(_) | Err(kube::Error::SerdeError(_)) => {}
+        Err(e) => panic!("create: {e}"),
+    }
+    assert!(
+        Api::<ResourceGraph>::namespaced(client.clone(), &ns)
+            .list(&kube::api::ListParams::default())
+            .await
+            .is_err(),
+        "a plain list fails on the deep graph"
+    );
+    let lenient =
+        Api::<pequod_api::lenient::Lenient<ResourceGraph>>::namespaced(client.clone(), &ns)
+            .list(&kube::api::ListParams::default())
+            .await
+            .expect("the lenient list decodes every graph");
+    assert_eq!(lenient.items.len(), 2);
+    let stored = lenient
+        .items
+        .into_iter()
+        .find(|g| g.0.metadata.name.as_deref() == Some("deep"))
+        .expect("deep")
+        .0;
+    reconcile(Arc::new(stored), ctx.clone())
+        .await
+        .expect("reconcile");
+    let graph = lenient_get(&client, &ns, "deep").await;
+    let (reason, message) = stalled(&graph).expect("stalled");
+    assert_eq!(reason, "InvalidGraph");
+    assert!(message.contains("cannot be decoded"), "{message}");
+    let graph = passes(&Api::namespaced(client.clone(), &ns), "fine", &ctx, 2).await;
+    assert_eq!(stalled(&graph), None);
+}
+
+async fn lenient_get(client: &Client, ns: &str, name: &str) -> ResourceGraph {
+    Api::<pequod_api::lenient::Lenient<ResourceGraph>>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("get")
+        .0
+}

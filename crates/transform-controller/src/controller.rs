@@ -157,7 +157,7 @@ pub async fn run(
     .touched_objects();
     let allowed = Arc::new(namespaces.clone());
     controller
-        .owns(namespaces.api::<ResourceGraph>(&client), watcher::Config::default().any_semantic())
+        .owns(namespaces.api::<Lenient<ResourceGraph>>(&client), watcher::Config::default().any_semantic())
         .watches_stream(configmaps, move |cm| readers(&for_configmaps, Referenced::ConfigMap, &cm))
         .watches_stream(secrets, move |s| readers(&for_secrets, Referenced::Secret, &s))
         .graceful_shutdown_on(shutdown)

@@ -7,6 +7,7 @@ use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use pequod_api::conditions::{self, Summary, types};
+use pequod_api::lenient::Lenient;
 use pequod_api::{Reason, ResourceGraph, ResourceGraphSpec, Transform};
 use serde_json::json;
 
@@ -53,7 +54,7 @@ async fn show_teardown(
         return Ok(());
     }
     let patch = json!({"status": status});
-    Api::<Transform>::namespaced(ctx.client.clone(), namespace)
+    Api::<Lenient<Transform>>::namespaced(ctx.client.clone(), namespace)
         .patch_status(
             &transform.name_any(),
             &PatchParams::default(),
@@ -116,7 +117,7 @@ pub(crate) async fn ensure_finalizer(
     finalizers.push(FINALIZER.to_owned());
     // The resourceVersion makes this a compare-and-swap: no other finalizer is lost.
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": transform.resource_version()}});
-    Api::<Transform>::namespaced(ctx.client.clone(), namespace)
+    Api::<Lenient<Transform>>::namespaced(ctx.client.clone(), namespace)
         .patch(
             &transform.name_any(),
             &PatchParams::default(),
@@ -158,7 +159,7 @@ pub(crate) async fn teardown(
         .cloned()
         .collect();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": transform.resource_version()}});
-    Api::<Transform>::namespaced(ctx.client.clone(), namespace)
+    Api::<Lenient<Transform>>::namespaced(ctx.client.clone(), namespace)
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::Finalizer)?;

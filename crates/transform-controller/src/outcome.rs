@@ -8,6 +8,7 @@ use kube::runtime::controller::Action;
 use kube::{Resource as _, ResourceExt as _};
 use pequod_api::Reason;
 use pequod_api::conditions::{Status, Summary, types};
+use pequod_api::lenient::Lenient;
 use pequod_api::{
     GraphModule, HistoryEntry, LocalObjectReference, ResolvedCueRef, ResourceGraph,
     ResourceGraphSpec, Severity, SourceRef, Transform, TransformStatus, Violation,
@@ -75,7 +76,7 @@ pub(crate) async fn invalid_spec(
     .await;
     if status != old {
         let patch = json!({"status": status});
-        Api::<Transform>::namespaced(ctx.client.clone(), namespace)
+        Api::<Lenient<Transform>>::namespaced(ctx.client.clone(), namespace)
             .patch_status(
                 &transform.name_any(),
                 &PatchParams::default(),

@@ -12,6 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use pequod_api::Reason;
 use pequod_api::conditions::{self, types};
+use pequod_api::lenient::Lenient;
 use pequod_api::{
     AdoptRule, ApplyMode, ResourceGraph, Severity, Transform, TransformStatus, Violation,
 };
@@ -117,7 +118,7 @@ pub async fn reconcile(transform: Arc<Transform>, ctx: Arc<Context>) -> Result<A
     .await;
     if status != old {
         let patch = json!({"status": status});
-        Api::<Transform>::namespaced(ctx.client.clone(), &namespace)
+        Api::<Lenient<Transform>>::namespaced(ctx.client.clone(), &namespace)
             .patch_status(
                 &transform.name_any(),
                 &PatchParams::default(),
