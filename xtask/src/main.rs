@@ -6,6 +6,8 @@
 //! - `test`: everything CI checks (format, lints, generated files, control plane, all tests).
 //! - `cue-guest`: build the CUE guest wasm into `target/cue-guest/guest.wasm`.
 //! - `bench-cue [--iterations N]`: the CUE engine's figures next to native Go and the `cue` CLI.
+//! - `fuzz [--cases N] [--dev] [--target T]`: the proptest fuzz targets (spec decoding, graph
+//!   parsing, source refs) with N cases per property (default 1,000,000), release build.
 //! - `demo [--once]` / `demo down`: control plane, operator and samples, converging on screen.
 //! - `dist guest|operator|rootfs|check`: the container image's build steps (the `Dockerfile`
 //!   calls only these); `dist ci` runs them all with the dev profile, as `test` does.
@@ -18,6 +20,7 @@ mod codegen;
 mod cue_guest;
 mod demo;
 mod dist;
+mod fuzz;
 mod test;
 mod testenv;
 
@@ -48,6 +51,10 @@ enum Command {
     /// Benchmark the CUE engine (start-up, render latency, memo, peak memory) against the same
     /// request in native Go and the `cue` CLI; prints a table, writes target/bench-cue.json.
     BenchCue(bench_cue::Options),
+    /// Run the fuzz targets (the `fuzz_*` proptest properties of crates/api, crates/graph,
+    /// crates/cue and crates/source) with N cases per property, release build; prints the
+    /// cases and the time per target.
+    Fuzz(fuzz::Options),
     /// Build and start a local control plane and the operator, apply config/samples/ and show
     /// the Transforms converge; leaves it all running (`demo down` stops it) unless --once.
     Demo(demo::Options),
@@ -101,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Command::Testenv { command } => testenv::run(command),
         Command::CueGuest => cue_guest::run(&repo_root()),
         Command::BenchCue(options) => bench_cue::run(&repo_root(), options),
+        Command::Fuzz(options) => fuzz::run(&repo_root(), &options),
         Command::Demo(options) => demo::run(&repo_root(), options),
         Command::Dist { command } => dist::run(&repo_root(), command),
     }

@@ -40,33 +40,70 @@ pub fn api_values(message: &str) -> String {
     out
 }
 
-/// The length of the value at the start of `text`: a quoted string (with escapes), or
-/// anything up to the next `": "` with brackets balanced. Zero when there is no value: CEL
-/// rule failures read `Invalid value: <the rule's message>`, with nothing to take out.
+/// The length of the value at the start of `text`: a quoted string (with escapes), or a bare
+/// value (`%v`, `%#v`) up to the next `": "` with brackets balanced, skipping the quoted
+/// strings inside it (a Secret value in a map may hold any bracket). Zero when there is no
+/// value: CEL rule failures read `Invalid value: <the rule's message>`, with nothing to take
+/// out; so a bare value that no `": "` follows (`Duplicate value: …` and `Not found: …` have
+/// no detail) counts only when it reads as a Go value.
 fn value_length(text: &str) -> usize {
     let bytes = text.as_bytes();
     if bytes.first() == Some(&b'"') {
-        let mut i = 1;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'\\' => i += 2,
-                b'"' => return (i + 1).min(bytes.len()),
-                _ => i += 1,
-            }
-        }
-        return bytes.len();
+        return quoted_length(bytes);
     }
     let mut depth = 0_i32;
-    for (i, c) in text.char_indices() {
-        match c {
-            '{' | '[' | '(' => depth += 1,
-            '}' | ']' | ')' => depth -= 1,
-            ':' if depth <= 0 && text[i + 1..].starts_with(' ') => return i,
-            ',' if depth <= 0 && text[i + 1..].starts_with(' ') => return 0,
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += quoted_length(&bytes[i..]);
+                continue;
+            }
+            b'{' | b'[' | b'(' => depth += 1,
+            // Closes what encloses the value (`[a: Duplicate value: 5]`).
+            b'}' | b']' | b')' if depth == 0 => break,
+            b'}' | b']' | b')' => depth -= 1,
+            b':' if depth == 0 && bytes.get(i + 1) == Some(&b' ') => return i,
+            b',' if depth == 0 && bytes.get(i + 1) == Some(&b' ') => break,
             _ => {}
         }
+        i += 1;
     }
-    0
+    if go_value(&text[..i]) { i } else { 0 }
+}
+
+/// The length of the quoted string at the start of `bytes` (which starts with `"`), closing
+/// quote included; all of `bytes` when it is not closed.
+fn quoted_length(bytes: &[u8]) -> usize {
+    let mut i = 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// Whether bare text reads as a value Go printed: a number, a boolean, nil, or a map, slice or
+/// struct literal (`map[…]…{…}`, `[]string{…}`, `&v1.EnvVar{…}`); a rule's message does not.
+fn go_value(text: &str) -> bool {
+    let text = text.trim_end();
+    let literal = text
+        .trim_start_matches('&')
+        .split_once('{')
+        .is_some_and(|(name, _)| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_'))
+        });
+    literal
+        || text.starts_with("map[")
+        || text.starts_with("[]")
+        || matches!(text, "true" | "false" | "nil" | "<nil>")
+        || text.parse::<f64>().is_ok()
 }
 
 /// `text` with every Secret value (of 4 characters or more: shorter ones would blank out
@@ -113,6 +150,21 @@ mod tests {
             "a CEL rule's message is not a value"
         );
         assert_eq!(api_values("Invalid value: "), "Invalid value: ");
+    }
+
+    #[test]
+    fn bare_values_with_brackets_in_their_strings_or_without_a_detail_go() {
+        let map = r#"data: Invalid value: map[string]interface {}{"k":"a(b s3cr3t"}: bad"#;
+        assert_eq!(api_values(map), "data: Invalid value: [redacted]: bad");
+        let listed = r#"[a: Invalid value: []interface {}{"(s3cr3t"}, b: Duplicate value: 5]"#;
+        assert_eq!(
+            api_values(listed),
+            "[a: Invalid value: [redacted], b: Duplicate value: [redacted]]"
+        );
+        let ended = r#"x: Not found: &v1.EnvVar{Name:"A", Value:"s3cr3t}"}"#;
+        assert_eq!(api_values(ended), "x: Not found: [redacted]");
+        let rule = "a: Invalid value: must be one of a, b or c";
+        assert_eq!(api_values(rule), rule, "a rule's message stays");
     }
 
     #[test]

@@ -314,6 +314,8 @@ impl KindPattern {
 impl fmt::Display for KindPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.group.as_deref() {
+            // `*.` (every core kind) must not read as `*` (every kind).
+            Some("") if self.kind == "*" => f.write_str("*."),
             None | Some("") => f.write_str(&self.kind),
             Some(group) => write!(f, "{}.{group}", self.kind),
         }
@@ -778,6 +780,10 @@ mod tests {
         assert_eq!(pattern.to_string(), "ClusterRole.rbac.authorization.k8s.io");
         assert!(pattern.matches(&key("rbac.authorization.k8s.io", "ClusterRole", None)));
         assert!(!pattern.matches(&key("", "ClusterRole", None)));
+        let core = KindPattern::parse("*.").expect("every core kind");
+        assert_eq!(core.to_string(), "*.", "not `*`, which is every kind");
+        assert!(core.matches(&key("", "Namespace", None)));
+        assert!(!core.matches(&key("rbac.authorization.k8s.io", "ClusterRole", None)));
     }
 
     #[test]

@@ -78,8 +78,15 @@ pub(crate) fn git_url(url: &str, allow_local: bool) -> Result<String, FetchError
                 )));
             }
         }
-        // The authority ends at the path (or a query); the user part ends at its last `@`.
-        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        // The authority ends at the path, and only there: libgit2 reads
+        // `https://a.example?@127.0.0.1/x` and `…#@127.0.0.1/x` as 127.0.0.1 with the user
+        // `a.example?`. The user part ends at its last `@`.
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.contains(['?', '#']) {
+            return Err(invalid(format!(
+                "a '?' or '#' comes before the path, where Git would still read the host; use {GIT_FORMS}"
+            )));
+        }
         let host_port = split_user(authority).map_err(invalid)?;
         let host = host_and_port(host_port).map_err(invalid)?;
         if !allow_local && let Some(why) = refusal(&host) {
@@ -164,11 +171,13 @@ enum Host {
     Name(String),
 }
 
-/// RFC 3986: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+/// A scheme as libgit2 reads one (`git_net_str_is_url`): any run of letters, digits, `+`,
+/// `-` and `.`, even empty or not starting with a letter (RFC 3986 wants a letter first).
+/// `1ssh://127.0.0.1/x` must be judged as the URL libgit2 connects to (its SSH transport
+/// takes any URL it has no other transport for), not as the scp-style host `1ssh`.
 fn is_scheme(s: &str) -> bool {
-    s.starts_with(|c: char| c.is_ascii_alphabetic())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// The `[user@]host` before the first colon that comes before any slash (git's rule for
@@ -440,6 +449,11 @@ mod tests {
             "ftp://example.com/repo",
             "git+ssh://example.com/repo",
             "ext::sh -c touch% /tmp/pwned",
+            // libgit2 reads these as URLs to 127.0.0.1 over SSH, not as the host `1ssh`.
+            "1ssh://127.0.0.1/x",
+            ".ssh://127.0.0.1:22/x",
+            "-x://169.254.169.254/",
+            "://localhost/x",
         ] {
             if url.contains(' ') {
                 invalid(url);
@@ -541,6 +555,10 @@ mod tests {
             "https://１２７.０.０.１/x",
             "https://a@127.0.0.1@example.com/x",
             "git@:repo",
+            // libgit2 ends the authority at `/` only: these would connect to 127.0.0.1.
+            "https://git.example.com?@127.0.0.1/x",
+            "ssh://git.example.com?x@127.0.0.1:22/x",
+            "git://git.example.com#@127.0.0.1/x",
         ] {
             invalid(url);
             assert!(

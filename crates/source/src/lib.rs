@@ -31,6 +31,8 @@ mod cache;
 pub use cache::CacheStats;
 mod credentials;
 pub mod cue_registry;
+#[cfg(test)]
+mod fuzz;
 mod git;
 pub mod modfile;
 pub mod oci;

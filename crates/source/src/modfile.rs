@@ -65,14 +65,25 @@ fn check_dependency(path: &str, version: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Deepest nesting of values a module file may have (a module file nests three or four
+/// levels): the parser recurses once per level, and a hostile module must not overflow the
+/// operator's stack.
+const MAX_NESTING: usize = 64;
+
 struct Parser<'a> {
     text: &'a str,
     pos: usize,
+    /// Values being read (structs, lists, `a: b: c` labels) around the current position.
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str) -> Self {
-        Self { text, pos: 0 }
+        Self {
+            text,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     fn error(&self, what: &str) -> String {
@@ -174,7 +185,18 @@ impl<'a> Parser<'a> {
         &rest[..len]
     }
 
+    /// A value, at most [`MAX_NESTING`] levels deep (every nested value comes through here).
     fn value(&mut self) -> Result<Value, String> {
+        if self.depth >= MAX_NESTING {
+            return Err(self.error(&format!("values nest more than {MAX_NESTING} levels deep")));
+        }
+        self.depth += 1;
+        let value = self.nested_value();
+        self.depth -= 1;
+        value
+    }
+
+    fn nested_value(&mut self) -> Result<Value, String> {
         match self.peek() {
             Some('{') => {
                 self.pos += 1;
@@ -417,5 +439,31 @@ deps: {
             let error = ModuleFile::parse(text).unwrap_err();
             assert!(error.contains(expected), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        // 1000 levels overflowed a 2 MiB stack (a tokio worker's) before the bound.
+        for (open, close) in [("[", "]"), ("{a: ", "}"), ("a: ", ""), ("\"a\": ", "")] {
+            for levels in [MAX_NESTING - 1, 100_000] {
+                let text = format!("deps: {}1{}", open.repeat(levels), close.repeat(levels));
+                let result = ModuleFile::parse(&text);
+                if levels < MAX_NESTING {
+                    assert!(
+                        result.as_ref().is_err_and(|e| !e.contains("nest")),
+                        "{open}: {result:?}"
+                    );
+                } else {
+                    let error = result.expect_err("too deep");
+                    assert!(error.contains("nest more than 64 levels"), "{error}");
+                }
+            }
+        }
+        let ok = format!(
+            "module: \"a.example/x@v0\"\nx: {}1{}",
+            "[".repeat(60),
+            "]".repeat(60)
+        );
+        assert!(ModuleFile::parse(&ok).is_ok());
     }
 }
